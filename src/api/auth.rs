@@ -1,0 +1,620 @@
+//! `/api/auth/*`: register, login, token, logout, me, refresh, password, account.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDateTime;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::Connection;
+use rocket::http::{CookieJar, Header, Status};
+use rocket::serde::json::Json;
+use rocket::{Route, State};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::json::JsonBody;
+use crate::api::views::{SessionView, UserView};
+use crate::auth::guard::{CurrentSession, PresentedToken, Via};
+use crate::auth::token::{SessionToken, TokenHash};
+use crate::auth::{cookies, password, throttle};
+use crate::clock;
+use crate::db::models::session::ClientInfo;
+use crate::db::models::{new_id, EventKind, NewEvent, NewUser, Role, SecurityEvent, Session, User};
+use crate::db::{DbConnection, DbError};
+use crate::App;
+
+pub fn routes() -> Vec<Route> {
+    rocket::routes![
+        register,
+        login,
+        token,
+        logout,
+        me,
+        refresh,
+        change_password,
+        delete_account
+    ]
+}
+
+#[derive(Serialize)]
+pub struct AuthBody {
+    user: UserView,
+    session: SessionView,
+}
+
+impl AuthBody {
+    fn new(user: &User, session: &Session) -> AuthBody {
+        AuthBody {
+            user: user.into(),
+            session: SessionView::current(session),
+        }
+    }
+}
+
+/// 204 that also tells the browser to drop its cookies for this site.
+#[derive(rocket::Responder)]
+#[response(status = 204)]
+pub struct SignedOut {
+    body: (),
+    clear_site_data: Header<'static>,
+}
+
+impl SignedOut {
+    pub fn new() -> SignedOut {
+        SignedOut {
+            body: (),
+            clear_site_data: Header::new("Clear-Site-Data", "\"cookies\""),
+        }
+    }
+}
+
+impl Default for SignedOut {
+    fn default() -> Self {
+        SignedOut::new()
+    }
+}
+
+pub const MAX_EMAIL_LEN: usize = 254;
+pub const MIN_PASSWORD_BYTES: usize = 8;
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+pub const MAX_NAME_CHARS: usize = 100;
+
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// A deliberately simple address check: one `@`, something before it, a dotted domain after
+/// it, no spaces or control characters. Delivery is the only real test of an address.
+fn email_problem(email: &str) -> Option<&'static str> {
+    if email.is_empty() {
+        return Some("Enter an email address.");
+    }
+    if email.len() > MAX_EMAIL_LEN {
+        return Some("Email must be at most 254 characters.");
+    }
+    let well_formed = match email.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains('@')
+                && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
+    };
+    (!well_formed).then_some("Enter a valid email address.")
+}
+
+fn password_problem(password: &str) -> Option<&'static str> {
+    if password.len() < MIN_PASSWORD_BYTES {
+        Some("Password must be at least 8 characters.")
+    } else if password.len() > MAX_PASSWORD_BYTES {
+        Some("Password must be at most 1024 bytes.")
+    } else {
+        None
+    }
+}
+
+fn name_problem(name: &str) -> Option<&'static str> {
+    let length = name.chars().count();
+    if length == 0 {
+        Some("Enter a name.")
+    } else if length > MAX_NAME_CHARS {
+        Some("Name must be at most 100 characters.")
+    } else if name.chars().any(char::is_control) {
+        Some("Name must not contain control characters.")
+    } else {
+        None
+    }
+}
+
+fn check_fields(problems: &[(&str, Option<&'static str>)]) -> ApiResult<()> {
+    let fields: BTreeMap<String, String> = problems
+        .iter()
+        .filter_map(|(field, problem)| problem.map(|p| (field.to_string(), p.to_string())))
+        .collect();
+    if fields.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::validation(fields))
+    }
+}
+
+fn record(
+    conn: &mut DbConnection,
+    user_id: &str,
+    kind: EventKind,
+    session_id: Option<&str>,
+    client: &ClientInfo,
+    now: NaiveDateTime,
+) -> diesel::QueryResult<()> {
+    SecurityEvent::record(
+        conn,
+        NewEvent {
+            user_id,
+            kind,
+            session_id,
+            client,
+        },
+        now,
+    )
+}
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    email: String,
+    name: String,
+    password: String,
+}
+
+#[rocket::post("/register", data = "<body>")]
+async fn register(
+    app: &State<App>,
+    client: ClientInfo,
+    jar: &CookieJar<'_>,
+    body: JsonBody<RegisterBody>,
+) -> ApiResult<(Status, Json<AuthBody>)> {
+    let RegisterBody {
+        email,
+        name,
+        password,
+    } = body.0;
+    let email = normalize_email(&email);
+    let name = name.trim().to_string();
+    check_fields(&[
+        ("email", email_problem(&email)),
+        ("name", name_problem(&name)),
+        ("password", password_problem(&password)),
+    ])?;
+    let lookup = email.clone();
+    if app
+        .db
+        .run(move |c| User::find_by_email(c, &lookup))
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::email_taken());
+    }
+    let password_hash = password::hash(password).await;
+    let policy = app.policy;
+    let now = clock::now();
+    let created = app
+        .db
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                let id = new_id();
+                let user = User::insert(
+                    conn,
+                    &NewUser {
+                        id: &id,
+                        email: &email,
+                        name: &name,
+                        password_hash: &password_hash,
+                        role: Role::User.as_str(),
+                        created_at: now,
+                        updated_at: now,
+                    },
+                )?;
+                let (session, token) = Session::create(conn, &policy, &user.id, &client, now)?;
+                record(
+                    conn,
+                    &user.id,
+                    EventKind::Registered,
+                    Some(&session.id),
+                    &client,
+                    now,
+                )?;
+                Ok((user, session, token))
+            })
+        })
+        .await;
+    let (user, session, token) = match created {
+        Err(DbError::Query(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))) => {
+            return Err(ApiError::email_taken())
+        }
+        other => other?,
+    };
+    app.metrics.sessions_created.inc();
+    cookies::set_session(jar, &app.settings, &token, &session, now);
+    Ok((Status::Created, Json(AuthBody::new(&user, &session))))
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    email: String,
+    password: String,
+}
+
+/// Checks credentials under the login throttle and opens a new session. `replace` is a
+/// session the client already had (fixation defence: it is revoked).
+async fn sign_in(
+    app: &App,
+    client: ClientInfo,
+    body: LoginBody,
+    replace: Option<TokenHash>,
+) -> ApiResult<(User, Session, SessionToken)> {
+    let email = normalize_email(&body.email);
+    check_fields(&[
+        (
+            "email",
+            email.is_empty().then_some("Enter your email address."),
+        ),
+        (
+            "password",
+            body.password.is_empty().then_some("Enter your password."),
+        ),
+        (
+            "password",
+            (body.password.len() > MAX_PASSWORD_BYTES)
+                .then_some("Password must be at most 1024 bytes."),
+        ),
+    ])?;
+    let keys = throttle::LoginKeys::new(&email, client.ip.as_deref());
+    let settings = app.settings.clone();
+    let now = clock::now();
+    // A string that cannot be a stored address is not looked up (and cannot reach SQL).
+    let lookup = email_problem(&email).is_none().then(|| email.clone());
+    let (locked, user, keys) = app
+        .db
+        .run(move |conn| {
+            let locked = throttle::locked_for(conn, &settings, &keys, now)?;
+            let user = match (&locked, lookup) {
+                (None, Some(email)) => User::find_by_email(conn, &email)?,
+                _ => None,
+            };
+            Ok((locked, user, keys))
+        })
+        .await?;
+    if let Some(seconds) = locked {
+        app.metrics.login("throttled");
+        return Err(ApiError::too_many_attempts(seconds));
+    }
+    let verified = password::verify(
+        body.password,
+        user.as_ref().map(|u| u.password_hash.clone()),
+    )
+    .await;
+    let settings = app.settings.clone();
+    let policy = app.policy;
+    let now = clock::now();
+    match user {
+        Some(user) if verified => {
+            let (user, session, token, revoked) = app
+                .db
+                .run(move |conn| {
+                    conn.transaction(|conn| {
+                        throttle::record_success(conn, &keys)?;
+                        let revoked = match &replace {
+                            Some(hash) => Session::revoke_by_token(conn, hash)?.is_some(),
+                            None => false,
+                        };
+                        let (session, token) =
+                            Session::create(conn, &policy, &user.id, &client, now)?;
+                        record(
+                            conn,
+                            &user.id,
+                            EventKind::Login,
+                            Some(&session.id),
+                            &client,
+                            now,
+                        )?;
+                        Ok((session, token, revoked))
+                    })
+                    .map(|(session, token, revoked)| (user, session, token, revoked))
+                })
+                .await?;
+            app.metrics.login("success");
+            app.metrics.sessions_created.inc();
+            if revoked {
+                app.metrics.sessions_revoked.inc();
+            }
+            Ok((user, session, token))
+        }
+        user => {
+            app.db
+                .run(move |conn| {
+                    throttle::record_failure(conn, &settings, &keys, now)?;
+                    if let Some(user) = &user {
+                        record(conn, &user.id, EventKind::LoginFailed, None, &client, now)?;
+                    }
+                    Ok(())
+                })
+                .await?;
+            app.metrics.login("failure");
+            Err(ApiError::invalid_credentials(Status::Unauthorized))
+        }
+    }
+}
+
+#[rocket::post("/login", data = "<body>")]
+async fn login(
+    app: &State<App>,
+    client: ClientInfo,
+    jar: &CookieJar<'_>,
+    presented: PresentedToken,
+    body: JsonBody<LoginBody>,
+) -> ApiResult<Json<AuthBody>> {
+    // Only a cookie can be fixed on a victim; a bearer client manages its own tokens.
+    let replace = match presented.0 {
+        Some((token, Via::Cookie)) => Some(token.hash()),
+        _ => None,
+    };
+    let (user, session, token) = sign_in(app, client, body.0, replace).await?;
+    cookies::set_session(jar, &app.settings, &token, &session, clock::now());
+    Ok(Json(AuthBody::new(&user, &session)))
+}
+
+#[derive(Serialize)]
+struct TokenBody {
+    token: String,
+    user: UserView,
+    session: SessionView,
+}
+
+#[rocket::post("/token", data = "<body>")]
+async fn token(
+    app: &State<App>,
+    client: ClientInfo,
+    body: JsonBody<LoginBody>,
+) -> ApiResult<Json<TokenBody>> {
+    let (user, session, token) = sign_in(app, client, body.0, None).await?;
+    Ok(Json(TokenBody {
+        token: token.expose(),
+        user: (&user).into(),
+        session: SessionView::current(&session),
+    }))
+}
+
+/// Idempotent: with no session (or an unknown one) it still answers 204 and clears the cookie.
+#[rocket::post("/logout")]
+async fn logout(
+    app: &State<App>,
+    client: ClientInfo,
+    jar: &CookieJar<'_>,
+    presented: PresentedToken,
+) -> ApiResult<SignedOut> {
+    if let Some((token, _)) = presented.0 {
+        let hash = token.hash();
+        let now = clock::now();
+        let revoked = app
+            .db
+            .run(move |conn| {
+                let revoked = Session::revoke_by_token(conn, &hash)?;
+                if let Some(session) = &revoked {
+                    record(
+                        conn,
+                        &session.user_id,
+                        EventKind::Logout,
+                        Some(&session.id),
+                        &client,
+                        now,
+                    )?;
+                }
+                Ok(revoked.is_some())
+            })
+            .await?;
+        if revoked {
+            app.metrics.sessions_revoked.inc();
+        }
+    }
+    cookies::clear_session(jar, &app.settings);
+    Ok(SignedOut::new())
+}
+
+#[rocket::get("/me")]
+fn me(current: CurrentSession) -> Json<AuthBody> {
+    Json(AuthBody::new(&current.user, &current.session))
+}
+
+/// Hands the client its session's new token: as the cookie, or in the body for bearer clients.
+fn deliver_token(
+    app: &App,
+    jar: &CookieJar<'_>,
+    current: &CurrentSession,
+    token: &SessionToken,
+    session: &Session,
+) -> Option<String> {
+    match current.via {
+        Via::Cookie => {
+            cookies::set_session(jar, &app.settings, token, session, clock::now());
+            None
+        }
+        Via::Bearer => Some(token.expose()),
+    }
+}
+
+fn lost_race(current: &CurrentSession) -> ApiError {
+    // Another request rotated or revoked this token first: it is no longer valid.
+    match current.via {
+        Via::Cookie => ApiError::unauthenticated().clearing_cookie(),
+        Via::Bearer => ApiError::unauthenticated(),
+    }
+}
+
+#[rocket::post("/refresh")]
+async fn refresh(
+    app: &State<App>,
+    jar: &CookieJar<'_>,
+    current: CurrentSession,
+) -> ApiResult<Json<Value>> {
+    let policy = app.policy;
+    let (id, old) = (current.session.id.clone(), current.hash);
+    let now = clock::now();
+    let Some((session, token)) = app
+        .db
+        .run(move |conn| Session::rotate(conn, &policy, &id, &old, now))
+        .await?
+    else {
+        return Err(lost_race(&current));
+    };
+    let view = SessionView::current(&session);
+    Ok(Json(
+        match deliver_token(app, jar, &current, &token, &session) {
+            Some(token) => json!({ "session": view, "token": token }),
+            None => json!({ "session": view }),
+        },
+    ))
+}
+
+/// 204 for a cookie client (the new token travels as the cookie), 200 `{token}` for bearer.
+#[derive(rocket::Responder)]
+enum PasswordChanged {
+    Continued(Status),
+    Token(Json<Value>),
+}
+
+#[derive(Deserialize)]
+struct PasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+#[rocket::post("/password", data = "<body>")]
+async fn change_password(
+    app: &State<App>,
+    client: ClientInfo,
+    jar: &CookieJar<'_>,
+    current: CurrentSession,
+    body: JsonBody<PasswordBody>,
+) -> ApiResult<PasswordChanged> {
+    let PasswordBody {
+        current_password,
+        new_password,
+    } = body.0;
+    check_fields(&[("new_password", password_problem(&new_password))])?;
+    if current_password.len() > MAX_PASSWORD_BYTES
+        || !password::verify(current_password, Some(current.user.password_hash.clone())).await
+    {
+        return Err(ApiError::invalid_credentials(Status::Forbidden));
+    }
+    let new_hash = password::hash(new_password).await;
+    let policy = app.policy;
+    let (user_id, session_id, old) = (
+        current.user.id.clone(),
+        current.session.id.clone(),
+        current.hash,
+    );
+    let now = clock::now();
+    let changed = app
+        .db
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                let Some((session, token)) =
+                    Session::rotate(conn, &policy, &session_id, &old, now)?
+                else {
+                    return Ok(None);
+                };
+                User::set_password_hash(conn, &user_id, &new_hash, now)?;
+                let revoked = Session::revoke_all(conn, &user_id, Some(&session_id))?;
+                record(
+                    conn,
+                    &user_id,
+                    EventKind::PasswordChanged,
+                    Some(&session_id),
+                    &client,
+                    now,
+                )?;
+                Ok(Some((session, token, revoked)))
+            })
+        })
+        .await?;
+    let Some((session, token, revoked)) = changed else {
+        return Err(lost_race(&current));
+    };
+    app.metrics.sessions_revoked.inc_by(revoked as u64);
+    Ok(match deliver_token(app, jar, &current, &token, &session) {
+        Some(token) => PasswordChanged::Token(Json(json!({ "token": token }))),
+        None => PasswordChanged::Continued(Status::NoContent),
+    })
+}
+
+#[derive(Deserialize)]
+struct DeleteAccountBody {
+    password: String,
+}
+
+#[rocket::delete("/account", data = "<body>")]
+async fn delete_account(
+    app: &State<App>,
+    client: ClientInfo,
+    jar: &CookieJar<'_>,
+    current: CurrentSession,
+    body: JsonBody<DeleteAccountBody>,
+) -> ApiResult<Status> {
+    let password = body.0.password;
+    if password.len() > MAX_PASSWORD_BYTES
+        || !password::verify(password, Some(current.user.password_hash.clone())).await
+    {
+        return Err(ApiError::invalid_credentials(Status::Forbidden));
+    }
+    let (user_id, session_id) = (current.user.id.clone(), current.session.id.clone());
+    let now = clock::now();
+    app.db
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                // Recorded first; the event keeps its row (user_id set to NULL) until retention.
+                record(
+                    conn,
+                    &user_id,
+                    EventKind::AccountDeleted,
+                    Some(&session_id),
+                    &client,
+                    now,
+                )?;
+                User::delete(conn, &user_id)
+            })
+        })
+        .await?;
+    if current.via == Via::Cookie {
+        cookies::clear_session(jar, &app.settings);
+    }
+    Ok(Status::NoContent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_shapes() {
+        for good in ["a@b.co", "first.last+tag@sub.example.org"] {
+            assert_eq!(email_problem(good), None, "{good}");
+        }
+        let long = format!("{}@example.com", "a".repeat(250));
+        for bad in [
+            "",
+            "plain",
+            "@b.co",
+            "a@b",
+            "a@.b.co",
+            "a@b.co.",
+            "a b@c.de",
+            "a@b@c.de",
+            "a\0@b.co",
+            long.as_str(),
+        ] {
+            assert!(email_problem(bad).is_some(), "{bad:?}");
+        }
+    }
+}

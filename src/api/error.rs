@@ -1,0 +1,242 @@
+//! The API's one error type, rendered in the contract's JSON shape by one `Responder`, and the
+//! catchers that give Rocket's own errors (and our guards' failures) the same shape.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+
+use rocket::http::{ContentType, Header, Status};
+use rocket::request::Request;
+use rocket::response::{self, Responder, Response};
+use rocket::Catcher;
+use serde_json::json;
+
+use crate::auth::cookies;
+use crate::db::DbError;
+use crate::App;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: Status,
+    pub code: &'static str,
+    pub message: String,
+    pub fields: Option<BTreeMap<String, String>>,
+    pub retry_after: Option<i64>,
+    /// Clear the session cookie with this answer (a stale or malformed cookie).
+    pub clear_cookie: bool,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(status: Status, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            fields: None,
+            retry_after: None,
+            clear_cookie: false,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(Status::BadRequest, "bad_request", message)
+    }
+
+    pub fn unauthenticated() -> ApiError {
+        ApiError::new(
+            Status::Unauthorized,
+            "unauthenticated",
+            "You need to sign in.",
+        )
+    }
+
+    /// Login with a wrong email or password (401), or a wrong password to confirm a change
+    /// while signed in (403).
+    pub fn invalid_credentials(status: Status) -> ApiError {
+        let message = if status == Status::Unauthorized {
+            "The email or password is incorrect."
+        } else {
+            "The password is incorrect."
+        };
+        ApiError::new(status, "invalid_credentials", message)
+    }
+
+    pub fn forbidden() -> ApiError {
+        ApiError::new(
+            Status::Forbidden,
+            "forbidden",
+            "You are not allowed to do this.",
+        )
+    }
+
+    pub fn csrf_rejected() -> ApiError {
+        ApiError::new(
+            Status::Forbidden,
+            "csrf_rejected",
+            "Cross-site requests are not allowed.",
+        )
+    }
+
+    pub fn not_found() -> ApiError {
+        ApiError::new(Status::NotFound, "not_found", "There is nothing here.")
+    }
+
+    pub fn email_taken() -> ApiError {
+        ApiError::new(
+            Status::Conflict,
+            "email_taken",
+            "An account with this email already exists.",
+        )
+    }
+
+    pub fn payload_too_large() -> ApiError {
+        ApiError::new(
+            Status::PayloadTooLarge,
+            "payload_too_large",
+            "The request body is larger than 16 KiB.",
+        )
+    }
+
+    pub fn unsupported_media_type() -> ApiError {
+        ApiError::new(
+            Status::UnsupportedMediaType,
+            "unsupported_media_type",
+            "The request body must be application/json.",
+        )
+    }
+
+    pub fn validation(fields: BTreeMap<String, String>) -> ApiError {
+        ApiError {
+            fields: Some(fields),
+            ..ApiError::new(
+                Status::UnprocessableEntity,
+                "validation_failed",
+                "Some fields are not valid.",
+            )
+        }
+    }
+
+    pub fn too_many_attempts(retry_after_secs: i64) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after_secs.max(1)),
+            ..ApiError::new(
+                Status::TooManyRequests,
+                "too_many_attempts",
+                "Too many attempts. Try again later.",
+            )
+        }
+    }
+
+    pub fn unavailable() -> ApiError {
+        ApiError::new(
+            Status::ServiceUnavailable,
+            "service_unavailable",
+            "The service is temporarily unavailable. Try again shortly.",
+        )
+    }
+
+    pub fn internal() -> ApiError {
+        ApiError::new(
+            Status::InternalServerError,
+            "internal",
+            "Something went wrong on our side.",
+        )
+    }
+
+    pub fn clearing_cookie(mut self) -> ApiError {
+        self.clear_cookie = true;
+        self
+    }
+
+    /// The error Rocket reports for `status` when nothing more specific is known.
+    pub fn for_status(status: Status) -> ApiError {
+        match status.code {
+            400 => ApiError::bad_request("The request is malformed."),
+            401 => ApiError::unauthenticated(),
+            403 => ApiError::forbidden(),
+            404 => ApiError::not_found(),
+            413 => ApiError::payload_too_large(),
+            415 => ApiError::unsupported_media_type(),
+            422 => ApiError::new(
+                status,
+                "validation_failed",
+                "The request could not be processed.",
+            ),
+            503 => ApiError::unavailable(),
+            405 => ApiError::new(
+                status,
+                "method_not_allowed",
+                "This method is not allowed here.",
+            ),
+            431 => ApiError::new(
+                status,
+                "request_header_fields_too_large",
+                "The request headers are too large.",
+            ),
+            code if code < 500 => ApiError::bad_request("The request is malformed."),
+            _ => ApiError::internal(),
+        }
+    }
+
+    /// Hands this error to Rocket from a guard: remembered for the catcher, which renders it
+    /// (Rocket passes catchers only the status). Returns the status for the guard's outcome.
+    pub fn remember(self, req: &Request<'_>) -> Status {
+        let status = self.status;
+        req.local_cache(|| GuardError(Some(self)));
+        status
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> ApiError {
+        match e {
+            DbError::Unavailable => ApiError::unavailable(),
+            DbError::Query(diesel::result::Error::NotFound) => ApiError::not_found(),
+            DbError::Query(e) => {
+                tracing::error!(error = %e, "database query failed");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+/// A guard's failure, kept for the catcher of the same request.
+struct GuardError(Option<ApiError>);
+
+impl<'r> Responder<'r, 'static> for ApiError {
+    fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(fields) = &self.fields {
+            error["fields"] = json!(fields);
+        }
+        let body = json!({ "error": error }).to_string();
+        if self.clear_cookie {
+            if let Some(app) = req.rocket().state::<App>() {
+                cookies::clear_session(req.cookies(), &app.settings);
+            }
+        }
+        let mut response = Response::build();
+        response
+            .status(self.status)
+            .header(ContentType::JSON)
+            .header(Header::new("Cache-Control", "no-store"))
+            .sized_body(body.len(), Cursor::new(body));
+        if let Some(seconds) = self.retry_after {
+            response.header(Header::new("Retry-After", seconds.to_string()));
+        }
+        Ok(response.finalize())
+    }
+}
+
+#[rocket::catch(default)]
+fn any_error(status: Status, req: &Request<'_>) -> ApiError {
+    match req.local_cache(|| GuardError(None)) {
+        GuardError(Some(error)) if error.status == status => error.clone(),
+        _ => ApiError::for_status(status),
+    }
+}
+
+pub fn catchers() -> Vec<Catcher> {
+    rocket::catchers![any_error]
+}

@@ -1,0 +1,54 @@
+//! `JsonBody<T>`: the one way request bodies are read. Cross-site check first, then
+//! `application/json` (415), at most 16 KiB (413), valid JSON of the right shape (400).
+
+use rocket::data::{self, Data, FromData, ToByteUnit};
+use rocket::request::Request;
+use serde::de::DeserializeOwned;
+
+use crate::api::error::ApiError;
+use crate::auth::csrf;
+use crate::App;
+
+pub const BODY_LIMIT_KIB: u64 = 16;
+
+pub struct JsonBody<T>(pub T);
+
+async fn read<T: DeserializeOwned>(req: &Request<'_>, data: Data<'_>) -> Result<T, ApiError> {
+    let app = req
+        .rocket()
+        .state::<App>()
+        .expect("App is managed by lib::build");
+    csrf::check(req, &app.settings)?;
+    if !req.content_type().is_some_and(|ct| ct.is_json()) {
+        return Err(ApiError::unsupported_media_type());
+    }
+    let body = data
+        .open(BODY_LIMIT_KIB.kibibytes())
+        .into_bytes()
+        .await
+        .map_err(|_| ApiError::bad_request("The request body could not be read."))?;
+    if !body.is_complete() {
+        return Err(ApiError::payload_too_large());
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => {
+                ApiError::bad_request(format!("The JSON body has the wrong shape: {e}."))
+            }
+            _ => ApiError::bad_request("The request body is not valid JSON."),
+        }
+    })
+}
+
+#[rocket::async_trait]
+impl<'r, T: DeserializeOwned> FromData<'r> for JsonBody<T> {
+    type Error = ();
+
+    async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> data::Outcome<'r, Self> {
+        match read(req, data).await {
+            Ok(value) => data::Outcome::Success(JsonBody(value)),
+            Err(error) => data::Outcome::Error((error.remember(req), ())),
+        }
+    }
+}

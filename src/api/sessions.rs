@@ -1,0 +1,177 @@
+//! "Where you're signed in": list and revoke your own sessions, and your security events.
+
+use rocket::http::CookieJar;
+use rocket::serde::json::Json;
+use rocket::{Route, State};
+use serde_json::{json, Value};
+
+use crate::api::auth::SignedOut;
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::views::{EventView, SessionView};
+use crate::auth::cookies;
+use crate::auth::guard::{CurrentSession, Via};
+use crate::clock;
+use crate::db::models::session::ClientInfo;
+use crate::db::models::{EventKind, NewEvent, SecurityEvent, Session};
+use crate::App;
+
+pub fn routes() -> Vec<Route> {
+    rocket::routes![
+        list_sessions,
+        revoke_session,
+        revoke_other_sessions,
+        logout_all
+    ]
+}
+
+pub fn event_routes() -> Vec<Route> {
+    rocket::routes![list_events]
+}
+
+pub const DEFAULT_EVENT_LIMIT: i64 = 50;
+pub const MAX_EVENT_LIMIT: i64 = 200;
+
+pub fn session_list(sessions: &[Session], current_id: Option<&str>) -> Value {
+    let views: Vec<SessionView> = sessions
+        .iter()
+        .map(|s| SessionView::new(s, current_id))
+        .collect();
+    json!({ "sessions": views })
+}
+
+#[rocket::get("/sessions")]
+async fn list_sessions(app: &State<App>, current: CurrentSession) -> ApiResult<Json<Value>> {
+    let user_id = current.user.id.clone();
+    let now = clock::now();
+    let sessions = app
+        .db
+        .run(move |conn| Session::list_active(conn, &user_id, now))
+        .await?;
+    Ok(Json(session_list(&sessions, Some(&current.session.id))))
+}
+
+/// Revokes one of your own sessions. Someone else's id is indistinguishable from an unknown one.
+#[rocket::delete("/sessions/<id>")]
+async fn revoke_session(
+    app: &State<App>,
+    client: ClientInfo,
+    jar: &CookieJar<'_>,
+    current: CurrentSession,
+    id: &str,
+) -> ApiResult<rocket::http::Status> {
+    let user_id = current.user.id.clone();
+    let target = id.to_string();
+    let now = clock::now();
+    let revoked = app
+        .db
+        .run(move |conn| {
+            let revoked = Session::revoke(conn, &user_id, &target)?;
+            if revoked {
+                let event = NewEvent {
+                    user_id: &user_id,
+                    kind: EventKind::SessionRevoked,
+                    session_id: Some(&target),
+                    client: &client,
+                };
+                SecurityEvent::record(conn, event, now)?;
+            }
+            Ok(revoked)
+        })
+        .await?;
+    if !revoked {
+        return Err(ApiError::not_found());
+    }
+    app.metrics.sessions_revoked.inc();
+    if id == current.session.id && current.via == Via::Cookie {
+        cookies::clear_session(jar, &app.settings);
+    }
+    Ok(rocket::http::Status::NoContent)
+}
+
+/// Signs out every other device; this one stays signed in.
+#[rocket::delete("/sessions")]
+async fn revoke_other_sessions(
+    app: &State<App>,
+    client: ClientInfo,
+    current: CurrentSession,
+) -> ApiResult<Json<Value>> {
+    let (user_id, keep) = (current.user.id.clone(), current.session.id.clone());
+    let now = clock::now();
+    let revoked = app
+        .db
+        .run(move |conn| {
+            let revoked = Session::revoke_all(conn, &user_id, Some(&keep))?;
+            if revoked > 0 {
+                let event = NewEvent {
+                    user_id: &user_id,
+                    kind: EventKind::SessionRevoked,
+                    session_id: None,
+                    client: &client,
+                };
+                SecurityEvent::record(conn, event, now)?;
+            }
+            Ok(revoked)
+        })
+        .await?;
+    app.metrics.sessions_revoked.inc_by(revoked as u64);
+    Ok(Json(json!({ "revoked": revoked })))
+}
+
+/// Signs out everywhere, this device included.
+#[rocket::post("/logout-all")]
+async fn logout_all(
+    app: &State<App>,
+    client: ClientInfo,
+    jar: &CookieJar<'_>,
+    current: CurrentSession,
+) -> ApiResult<SignedOut> {
+    let (user_id, session_id) = (current.user.id.clone(), current.session.id.clone());
+    let now = clock::now();
+    let revoked = app
+        .db
+        .run(move |conn| {
+            let revoked = Session::revoke_all(conn, &user_id, None)?;
+            let event = NewEvent {
+                user_id: &user_id,
+                kind: EventKind::Logout,
+                session_id: Some(&session_id),
+                client: &client,
+            };
+            SecurityEvent::record(conn, event, now)?;
+            Ok(revoked)
+        })
+        .await?;
+    app.metrics.sessions_revoked.inc_by(revoked as u64);
+    cookies::clear_session(jar, &app.settings);
+    Ok(SignedOut::new())
+}
+
+/// `limit` defaults to 50 and is capped at 200; anything that is not a positive whole number
+/// is a validation error.
+#[rocket::get("/events?<limit>")]
+async fn list_events(
+    app: &State<App>,
+    current: CurrentSession,
+    limit: Option<&str>,
+) -> ApiResult<Json<Value>> {
+    let limit = match limit {
+        None => DEFAULT_EVENT_LIMIT,
+        Some(text) => match text.trim().parse::<i64>() {
+            Ok(n) if n > 0 => n.min(MAX_EVENT_LIMIT),
+            _ => {
+                let fields = [(
+                    "limit".to_string(),
+                    "Must be a whole number from 1 to 200.".to_string(),
+                )];
+                return Err(ApiError::validation(fields.into_iter().collect()));
+            }
+        },
+    };
+    let user_id = current.user.id.clone();
+    let events = app
+        .db
+        .run(move |conn| SecurityEvent::list_for_user(conn, &user_id, limit))
+        .await?;
+    let views: Vec<EventView> = events.into_iter().map(EventView::from).collect();
+    Ok(Json(json!({ "events": views })))
+}

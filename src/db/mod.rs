@@ -1,0 +1,281 @@
+//! The one place that knows the backend: URL scheme → connection, the r2d2 pool and its
+//! per-connection setup, the embedded migrations, and running Diesel calls off the async workers
+//! with a bounded wait that becomes 503. Elsewhere only upserts and advisory locks look at the
+//! backend, and they say so.
+
+pub mod models;
+pub mod schema;
+
+use std::fmt;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::r2d2::R2D2Connection;
+use diesel::result::{DatabaseErrorKind, Error as DieselError, QueryResult};
+use diesel::sqlite::SqliteConnection;
+use diesel::{Connection, RunQueryDsl};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::config::{Backend, DatabaseTarget, Settings};
+
+/// One connection type for both backends; which variant is decided by [`establish`] alone.
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Postgres(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+impl DbConnection {
+    pub fn backend(&self) -> Backend {
+        match self {
+            DbConnection::Postgres(_) => Backend::Postgres,
+            DbConnection::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+}
+
+const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// PostgreSQL advisory lock keys ("latchk" + a number), so concurrent processes serialise.
+pub const MIGRATION_LOCK_KEY: i64 = 0x6c61_7463_686b_0001;
+pub const CLEANUP_LOCK_KEY: i64 = 0x6c61_7463_686b_0002;
+
+/// Opens one connection for the backend the URL names. There is no fallback: a PostgreSQL URL
+/// that cannot be reached is an error with libpq's own message, never an SQLite file.
+pub fn establish(target: &DatabaseTarget) -> Result<DbConnection, String> {
+    match target {
+        DatabaseTarget::Postgres(url) => PgConnection::establish(&with_connect_timeout(url))
+            .map(DbConnection::Postgres)
+            .map_err(|e| e.to_string().trim().replace('\n', " ")),
+        DatabaseTarget::Sqlite(path) => {
+            let path = path
+                .to_str()
+                .ok_or_else(|| "SQLite path is not valid UTF-8".to_string())?;
+            let mut conn = SqliteConnection::establish(path).map_err(|e| e.to_string())?;
+            // WAL lets readers run beside the writer; busy_timeout makes writers wait for each
+            // other (across processes too) instead of failing at once.
+            conn.batch_execute(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(DbConnection::Sqlite(conn))
+        }
+    }
+}
+
+/// libpq waits for the OS (minutes) on an unreachable host unless told otherwise.
+fn with_connect_timeout(url: &str) -> String {
+    if url.contains("connect_timeout=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&connect_timeout=3")
+    } else {
+        format!("{url}?connect_timeout=3")
+    }
+}
+
+/// Applies pending migrations; returns how many ran. On PostgreSQL an advisory lock makes two
+/// processes booting together take turns; on SQLite an immediate transaction does the same.
+pub fn run_migrations(conn: &mut DbConnection) -> Result<usize, String> {
+    let describe = |e: Box<dyn std::error::Error + Send + Sync>| format!("migration failed: {e}");
+    match conn {
+        DbConnection::Postgres(pg) => {
+            diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
+                .execute(pg)
+                .map_err(|e| format!("could not take the migration lock: {e}"))?;
+            let result = pg.run_pending_migrations(PG_MIGRATIONS).map(|v| v.len());
+            let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
+                .execute(pg);
+            result.map_err(describe)
+        }
+        DbConnection::Sqlite(sqlite) => sqlite
+            .immediate_transaction(|c| c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()))
+            .map_err(describe),
+    }
+}
+
+/// A pooled connection, remembering when a query showed the server has gone away so that r2d2
+/// discards it instead of handing it out again (we don't ping on every checkout).
+pub struct PooledConnection {
+    conn: DbConnection,
+    broken: bool,
+}
+
+#[derive(Debug)]
+pub struct ConnectError(String);
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+struct Manager {
+    target: DatabaseTarget,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = PooledConnection;
+    type Error = ConnectError;
+
+    fn connect(&self) -> Result<PooledConnection, ConnectError> {
+        establish(&self.target)
+            .map(|conn| PooledConnection {
+                conn,
+                broken: false,
+            })
+            .map_err(ConnectError)
+    }
+
+    fn is_valid(&self, conn: &mut PooledConnection) -> Result<(), ConnectError> {
+        conn.conn.ping().map_err(|e| ConnectError(e.to_string()))
+    }
+
+    fn has_broken(&self, conn: &mut PooledConnection) -> bool {
+        conn.broken || conn.conn.is_broken()
+    }
+}
+
+#[derive(Debug)]
+struct LogPoolErrors;
+
+impl r2d2::HandleError<ConnectError> for LogPoolErrors {
+    fn handle_error(&self, error: ConnectError) {
+        tracing::warn!(error = %error, "database connection failed");
+    }
+}
+
+/// Why a database call did not produce a result.
+#[derive(Debug)]
+pub enum DbError {
+    /// The database cannot be reached, or no pooled connection was free in time: 503.
+    Unavailable,
+    /// The query itself failed (a constraint, `NotFound`, a bug).
+    Query(DieselError),
+}
+
+impl From<DieselError> for DbError {
+    fn from(e: DieselError) -> Self {
+        if is_unavailable(&e) {
+            DbError::Unavailable
+        } else {
+            DbError::Query(e)
+        }
+    }
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DbError::Unavailable => f.write_str("database unavailable"),
+            DbError::Query(e) => write!(f, "query failed: {e}"),
+        }
+    }
+}
+
+/// Errors that say "the server is gone or too busy", as opposed to "this query is wrong".
+fn is_unavailable(e: &DieselError) -> bool {
+    match e {
+        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
+        | DieselError::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _) => true,
+        DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+            let message = info.message();
+            // SQLite: busy_timeout ran out. PostgreSQL: the server is shutting down or
+            // the connection dropped between statements.
+            message.contains("database is locked")
+                || message.contains("terminating connection")
+                || message.contains("server closed the connection")
+                || message.contains("no connection to the server")
+        }
+        DieselError::BrokenTransactionManager => true,
+        _ => false,
+    }
+}
+
+type Pool = r2d2::Pool<Manager>;
+
+/// The handle every part of the service holds: a pool plus the backend it talks to.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+    backend: Backend,
+}
+
+impl Db {
+    /// Connects once (so an unreachable database or bad path stops the boot with its own
+    /// message), applies migrations on that connection, then builds the pool around it.
+    pub fn connect_and_migrate(settings: &Settings) -> Result<(Db, usize), String> {
+        let mut conn = establish(&settings.database).map_err(|e| format!("cannot connect: {e}"))?;
+        let applied = run_migrations(&mut conn)?;
+        Ok((Db::pool_only(settings), applied))
+    }
+
+    /// A pool that connects lazily (used after the boot check, and by the worker, which must
+    /// survive a database that is down at start).
+    pub fn pool_only(settings: &Settings) -> Db {
+        let pool = r2d2::Pool::builder()
+            .max_size(settings.pool_size)
+            .min_idle(Some(settings.pool_size.min(2)))
+            .connection_timeout(settings.pool_timeout)
+            .test_on_check_out(false)
+            .idle_timeout(Some(Duration::from_secs(600)))
+            .error_handler(Box::new(LogPoolErrors))
+            .build_unchecked(Manager {
+                target: settings.database.clone(),
+            });
+        Db {
+            pool,
+            backend: settings.backend(),
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// (in use, idle) connections right now, for the metrics.
+    pub fn pool_state(&self) -> (u32, u32) {
+        let state = self.pool.state();
+        (
+            state.connections - state.idle_connections,
+            state.idle_connections,
+        )
+    }
+
+    /// Runs `f` with a pooled connection on the blocking thread pool. Waiting for a connection
+    /// is bounded by `pool_timeout_ms`; running out of time is [`DbError::Unavailable`].
+    pub async fn run<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        F: FnOnce(&mut DbConnection) -> QueryResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let db = self.clone();
+        match rocket::tokio::task::spawn_blocking(move || db.run_blocking(f)).await {
+            Ok(result) => result,
+            Err(join) => {
+                tracing::error!(error = %join, "database task panicked");
+                Err(DbError::Query(DieselError::BrokenTransactionManager))
+            }
+        }
+    }
+
+    /// The same as [`Db::run`] for code that is already on a blocking thread.
+    pub fn run_blocking<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        F: FnOnce(&mut DbConnection) -> QueryResult<T>,
+    {
+        let mut pooled = self.pool.get().map_err(|_| DbError::Unavailable)?;
+        let result = f(&mut pooled.conn);
+        if let Err(e) = &result {
+            if is_unavailable(e) {
+                pooled.broken = true;
+            }
+        }
+        result.map_err(DbError::from)
+    }
+}

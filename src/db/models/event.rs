@@ -1,0 +1,106 @@
+//! `security_events`: what happened to an account, shown to its owner and pruned after
+//! `event_retention`.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::db::models::new_id;
+use crate::db::models::session::ClientInfo;
+use crate::db::schema::security_events;
+use crate::db::DbConnection;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Registered,
+    Login,
+    LoginFailed,
+    Logout,
+    SessionRevoked,
+    PasswordChanged,
+    AccountDeleted,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Registered => "registered",
+            EventKind::Login => "login",
+            EventKind::LoginFailed => "login_failed",
+            EventKind::Logout => "logout",
+            EventKind::SessionRevoked => "session_revoked",
+            EventKind::PasswordChanged => "password_changed",
+            EventKind::AccountDeleted => "account_deleted",
+        }
+    }
+}
+
+#[derive(Queryable, Selectable, Debug, Clone)]
+#[diesel(table_name = security_events)]
+pub struct SecurityEvent {
+    pub id: String,
+    pub user_id: Option<String>,
+    pub kind: String,
+    pub at: NaiveDateTime,
+    pub session_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// An event about to be recorded.
+pub struct NewEvent<'a> {
+    pub user_id: &'a str,
+    pub kind: EventKind,
+    pub session_id: Option<&'a str>,
+    pub client: &'a ClientInfo,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = security_events)]
+struct EventRow<'a> {
+    id: &'a str,
+    user_id: Option<&'a str>,
+    kind: &'a str,
+    at: NaiveDateTime,
+    session_id: Option<&'a str>,
+    ip: Option<&'a str>,
+    user_agent: Option<&'a str>,
+}
+
+impl SecurityEvent {
+    pub fn record(
+        conn: &mut DbConnection,
+        event: NewEvent<'_>,
+        now: NaiveDateTime,
+    ) -> QueryResult<()> {
+        diesel::insert_into(security_events::table)
+            .values(EventRow {
+                id: &new_id(),
+                user_id: Some(event.user_id),
+                kind: event.kind.as_str(),
+                at: now,
+                session_id: event.session_id,
+                ip: event.client.ip.as_deref(),
+                user_agent: event.client.user_agent.as_deref(),
+            })
+            .execute(conn)?;
+        Ok(())
+    }
+
+    /// The user's events, newest first.
+    pub fn list_for_user(
+        conn: &mut DbConnection,
+        user_id: &str,
+        limit: i64,
+    ) -> QueryResult<Vec<SecurityEvent>> {
+        security_events::table
+            .filter(security_events::user_id.eq(user_id))
+            .order((security_events::at.desc(), security_events::id.desc()))
+            .limit(limit)
+            .select(SecurityEvent::as_select())
+            .load(conn)
+    }
+
+    pub fn delete_older_than(conn: &mut DbConnection, cutoff: NaiveDateTime) -> QueryResult<usize> {
+        diesel::delete(security_events::table.filter(security_events::at.lt(cutoff))).execute(conn)
+    }
+}

@@ -1,0 +1,18 @@
+//! One file per table: the row types and the queries on that table. Functions return
+//! `QueryResult` and use `Option` where "absent" is a normal answer.
+
+pub mod cleanup_run;
+pub mod event;
+pub mod session;
+pub mod throttle;
+pub mod user;
+
+pub use cleanup_run::CleanupRun;
+pub use event::{EventKind, NewEvent, SecurityEvent};
+pub use session::{Session, SessionPolicy};
+pub use user::{NewUser, Role, User};
+
+/// A random UUID (v4) as the text both backends store.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

@@ -1,0 +1,309 @@
+//! `sessions`: the session store. Every operation takes `now` from the application's clock, so
+//! expiry is decided in one place and tests can move time.
+
+use chrono::{Duration, NaiveDateTime};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Timestamp};
+use diesel::AggregateExpressionMethods;
+
+use crate::auth::token::{SessionToken, TokenHash};
+use crate::config::Settings;
+use crate::db::models::{new_id, User};
+use crate::db::schema::{sessions, users};
+use crate::db::DbConnection;
+
+/// A session row, without its token hash (which only ever appears in `WHERE` clauses).
+#[derive(Queryable, Selectable, Clone, Debug)]
+#[diesel(table_name = sessions)]
+pub struct Session {
+    pub id: String,
+    pub user_id: String,
+    pub created_at: NaiveDateTime,
+    pub last_seen_at: NaiveDateTime,
+    pub expires_at: NaiveDateTime,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = sessions)]
+struct NewSession<'a> {
+    id: &'a str,
+    token_hash: &'a [u8],
+    user_id: &'a str,
+    created_at: NaiveDateTime,
+    last_seen_at: NaiveDateTime,
+    expires_at: NaiveDateTime,
+    ip: Option<&'a str>,
+    user_agent: Option<&'a str>,
+}
+
+/// The timeouts that decide a session's life.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionPolicy {
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Duration,
+    pub touch_interval: Duration,
+}
+
+impl SessionPolicy {
+    pub fn from_settings(settings: &Settings) -> SessionPolicy {
+        SessionPolicy {
+            idle_timeout: settings.session_idle_timeout,
+            absolute_timeout: settings.session_absolute_timeout,
+            touch_interval: settings.session_touch_interval,
+        }
+    }
+
+    /// `min(last_seen + idle, created + absolute)`.
+    pub fn expires_at(
+        &self,
+        created_at: NaiveDateTime,
+        last_seen_at: NaiveDateTime,
+    ) -> NaiveDateTime {
+        (last_seen_at + self.idle_timeout).min(created_at + self.absolute_timeout)
+    }
+}
+
+/// Who made the request: stored with the session for "where you're signed in".
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl Session {
+    pub fn remaining(&self, now: NaiveDateTime) -> Duration {
+        (self.expires_at - now).max(Duration::zero())
+    }
+
+    /// Starts a session for `user_id` and returns it with its token (the only time the token
+    /// exists outside the client).
+    pub fn create(
+        conn: &mut DbConnection,
+        policy: &SessionPolicy,
+        user_id: &str,
+        client: &ClientInfo,
+        now: NaiveDateTime,
+    ) -> QueryResult<(Session, SessionToken)> {
+        let token = SessionToken::generate();
+        let hash = token.hash();
+        let id = new_id();
+        diesel::insert_into(sessions::table)
+            .values(NewSession {
+                id: &id,
+                token_hash: hash.as_bytes(),
+                user_id,
+                created_at: now,
+                last_seen_at: now,
+                expires_at: policy.expires_at(now, now),
+                ip: client.ip.as_deref(),
+                user_agent: client.user_agent.as_deref(),
+            })
+            .execute(conn)?;
+        let session = sessions::table
+            .find(&id)
+            .select(Session::as_select())
+            .first(conn)?;
+        Ok((session, token))
+    }
+
+    /// The unexpired session holding this token, with its user, in one query.
+    pub fn resolve(
+        conn: &mut DbConnection,
+        hash: &TokenHash,
+        now: NaiveDateTime,
+    ) -> QueryResult<Option<(Session, User)>> {
+        sessions::table
+            .inner_join(users::table)
+            .filter(sessions::token_hash.eq(hash.as_bytes()))
+            .filter(sessions::expires_at.gt(now))
+            .select((Session::as_select(), User::as_select()))
+            .first(conn)
+            .optional()
+    }
+
+    /// Rolling expiry: records activity at most once per `touch_interval`, extending expiry
+    /// within the absolute cap. Returns whether the row was written (and `self` updated).
+    pub fn touch(
+        &mut self,
+        conn: &mut DbConnection,
+        policy: &SessionPolicy,
+        now: NaiveDateTime,
+    ) -> QueryResult<bool> {
+        if now - self.last_seen_at < policy.touch_interval {
+            return Ok(false);
+        }
+        let expires_at = policy.expires_at(self.created_at, now);
+        // Guarded by the old last_seen_at, so two instances touching at once write once.
+        let written = diesel::update(
+            sessions::table
+                .find(&self.id)
+                .filter(sessions::last_seen_at.eq(self.last_seen_at)),
+        )
+        .set((
+            sessions::last_seen_at.eq(now),
+            sessions::expires_at.eq(expires_at),
+        ))
+        .execute(conn)?;
+        if written == 1 {
+            self.last_seen_at = now;
+            self.expires_at = expires_at;
+        }
+        Ok(written == 1)
+    }
+
+    /// Swaps the session's token for a new one and extends it, only if `old` is still its
+    /// token: of several concurrent rotations exactly one wins; the others get `None`.
+    pub fn rotate(
+        conn: &mut DbConnection,
+        policy: &SessionPolicy,
+        session_id: &str,
+        old: &TokenHash,
+        now: NaiveDateTime,
+    ) -> QueryResult<Option<(Session, SessionToken)>> {
+        let token = SessionToken::generate();
+        let Some(current) = sessions::table
+            .find(session_id)
+            .filter(sessions::token_hash.eq(old.as_bytes()))
+            .filter(sessions::expires_at.gt(now))
+            .select(Session::as_select())
+            .first(conn)
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let expires_at = policy.expires_at(current.created_at, now);
+        let written = diesel::update(
+            sessions::table
+                .find(session_id)
+                .filter(sessions::token_hash.eq(old.as_bytes())),
+        )
+        .set((
+            sessions::token_hash.eq(token.hash().as_bytes()),
+            sessions::last_seen_at.eq(now),
+            sessions::expires_at.eq(expires_at),
+        ))
+        .execute(conn)?;
+        if written != 1 {
+            return Ok(None);
+        }
+        let session = Session {
+            last_seen_at: now,
+            expires_at,
+            ..current
+        };
+        Ok(Some((session, token)))
+    }
+
+    /// Deletes the session holding this token, if any (logout, fixation defence).
+    pub fn revoke_by_token(
+        conn: &mut DbConnection,
+        hash: &TokenHash,
+    ) -> QueryResult<Option<Session>> {
+        let Some(session) = sessions::table
+            .filter(sessions::token_hash.eq(hash.as_bytes()))
+            .select(Session::as_select())
+            .first(conn)
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let deleted = diesel::delete(
+            sessions::table
+                .find(&session.id)
+                .filter(sessions::token_hash.eq(hash.as_bytes())),
+        )
+        .execute(conn)?;
+        Ok((deleted == 1).then_some(session))
+    }
+
+    /// Deletes one of `user_id`'s sessions; `false` when there is no such session of theirs.
+    pub fn revoke(conn: &mut DbConnection, user_id: &str, session_id: &str) -> QueryResult<bool> {
+        let deleted = diesel::delete(
+            sessions::table
+                .find(session_id)
+                .filter(sessions::user_id.eq(user_id)),
+        )
+        .execute(conn)?;
+        Ok(deleted == 1)
+    }
+
+    /// Deletes all of a user's sessions, optionally keeping one (the current device).
+    pub fn revoke_all(
+        conn: &mut DbConnection,
+        user_id: &str,
+        except: Option<&str>,
+    ) -> QueryResult<usize> {
+        let mine = sessions::table.filter(sessions::user_id.eq(user_id));
+        match except {
+            Some(keep) => diesel::delete(mine.filter(sessions::id.ne(keep))).execute(conn),
+            None => diesel::delete(mine).execute(conn),
+        }
+    }
+
+    /// A user's unexpired sessions, most recently active first.
+    pub fn list_active(
+        conn: &mut DbConnection,
+        user_id: &str,
+        now: NaiveDateTime,
+    ) -> QueryResult<Vec<Session>> {
+        sessions::table
+            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::expires_at.gt(now))
+            .order((sessions::last_seen_at.desc(), sessions::created_at.desc()))
+            .select(Session::as_select())
+            .load(conn)
+    }
+
+    /// Deletes up to `batch` expired sessions in one short statement (by the `expires_at`
+    /// index); returns how many went. Callers loop until it returns less than `batch`.
+    pub fn delete_expired_batch(
+        conn: &mut DbConnection,
+        now: NaiveDateTime,
+        batch: i64,
+    ) -> QueryResult<usize> {
+        // Written out per backend: Diesel's DSL cannot express DELETE … IN (SELECT … LIMIT n),
+        // and the placeholders differ. The subquery walks the expires_at index.
+        const WHERE_EXPIRED: &str = "WHERE id IN (SELECT id FROM sessions WHERE expires_at <=";
+        match conn {
+            DbConnection::Postgres(pg) => {
+                diesel::sql_query(format!("DELETE FROM sessions {WHERE_EXPIRED} $1 LIMIT $2)"))
+                    .bind::<Timestamp, _>(now)
+                    .bind::<BigInt, _>(batch)
+                    .execute(pg)
+            }
+            DbConnection::Sqlite(sqlite) => {
+                diesel::sql_query(format!("DELETE FROM sessions {WHERE_EXPIRED} ? LIMIT ?)"))
+                    .bind::<Timestamp, _>(now)
+                    .bind::<BigInt, _>(batch)
+                    .execute(sqlite)
+            }
+        }
+    }
+}
+
+/// Counts for the admin view, each answered from an index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionCounts {
+    pub total: i64,
+    pub active: i64,
+    pub users_with_active_sessions: i64,
+}
+
+pub fn counts(conn: &mut DbConnection, now: NaiveDateTime) -> QueryResult<SessionCounts> {
+    let total = sessions::table.count().get_result(conn)?;
+    let active = sessions::table
+        .filter(sessions::expires_at.gt(now))
+        .count()
+        .get_result(conn)?;
+    let users_with_active_sessions = sessions::table
+        .filter(sessions::expires_at.gt(now))
+        .select(diesel::dsl::count(sessions::user_id).aggregate_distinct())
+        .get_result(conn)?;
+    Ok(SessionCounts {
+        total,
+        active,
+        users_with_active_sessions,
+    })
+}

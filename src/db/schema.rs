@@ -1,0 +1,70 @@
+//! The Diesel schema, written by hand because one schema serves both backends: ids are text,
+//! times are UTC `TIMESTAMP` without zone, token hashes are binary.
+
+diesel::table! {
+    users (id) {
+        id -> Text,
+        email -> Text,
+        name -> Text,
+        password_hash -> Text,
+        role -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    sessions (id) {
+        id -> Text,
+        token_hash -> Binary,
+        user_id -> Text,
+        created_at -> Timestamp,
+        last_seen_at -> Timestamp,
+        expires_at -> Timestamp,
+        ip -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    security_events (id) {
+        id -> Text,
+        user_id -> Nullable<Text>,
+        kind -> Text,
+        at -> Timestamp,
+        session_id -> Nullable<Text>,
+        ip -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    login_throttles (key) {
+        key -> Text,
+        failures -> Integer,
+        window_start -> Timestamp,
+        last_failure_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    cleanup_runs (id) {
+        id -> Text,
+        started_at -> Timestamp,
+        finished_at -> Timestamp,
+        sessions_deleted -> BigInt,
+        events_deleted -> BigInt,
+        throttles_deleted -> BigInt,
+        duration_ms -> BigInt,
+    }
+}
+
+diesel::joinable!(sessions -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    sessions,
+    security_events,
+    login_throttles,
+    cleanup_runs
+);

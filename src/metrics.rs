@@ -1,0 +1,174 @@
+//! Prometheus metrics: one registry per server, counters bumped where things happen, pool
+//! gauges read at scrape time (no table scans), and a fairing that counts every request.
+
+use std::time::Instant;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use rocket::fairing::{Fairing, Info, Kind};
+use rocket::{Data, Request, Response};
+
+use crate::db::Db;
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    pub logins: IntCounterVec,
+    pub sessions_created: IntCounter,
+    pub sessions_revoked: IntCounter,
+    pub cleanup_runs: IntCounter,
+    pub cleanup_deleted: IntCounter,
+    pool: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "latchkey_http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "latchkey_http_request_duration_seconds",
+                "HTTP request latency by route",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["route"],
+        )
+        .expect("valid metric");
+        let logins = IntCounterVec::new(
+            Opts::new(
+                "latchkey_logins_total",
+                "Login attempts by outcome (success, failure, throttled)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let sessions_created =
+            IntCounter::new("latchkey_sessions_created_total", "Sessions created")
+                .expect("valid metric");
+        let sessions_revoked = IntCounter::new(
+            "latchkey_sessions_revoked_total",
+            "Sessions revoked (logout, revoke, password change)",
+        )
+        .expect("valid metric");
+        let cleanup_runs = IntCounter::new(
+            "latchkey_cleanup_runs_total",
+            "Cleanup runs started by this server",
+        )
+        .expect("valid metric");
+        let cleanup_deleted = IntCounter::new(
+            "latchkey_cleanup_deleted_sessions_total",
+            "Expired sessions deleted by cleanups of this server",
+        )
+        .expect("valid metric");
+        let pool = IntGaugeVec::new(
+            Opts::new(
+                "latchkey_db_pool_connections",
+                "Database pool connections by state (in_use, idle)",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(logins.clone()),
+            Box::new(sessions_created.clone()),
+            Box::new(sessions_revoked.clone()),
+            Box::new(cleanup_runs.clone()),
+            Box::new(cleanup_deleted.clone()),
+            Box::new(pool.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            logins,
+            sessions_created,
+            sessions_revoked,
+            cleanup_runs,
+            cleanup_deleted,
+            pool,
+        }
+    }
+
+    pub fn login(&self, outcome: &str) {
+        self.logins.with_label_values(&[outcome]).inc();
+    }
+
+    /// The text exposition, with the pool gauges read now.
+    pub fn render(&self, db: &Db) -> String {
+        let (in_use, idle) = db.pool_state();
+        self.pool.with_label_values(&["in_use"]).set(in_use as i64);
+        self.pool.with_label_values(&["idle"]).set(idle as i64);
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("encoding to memory does not fail");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+struct RequestStart(Instant);
+
+/// Counts and times every request, labelled by the matched route's name.
+pub struct RequestMetrics;
+
+#[rocket::async_trait]
+impl Fairing for RequestMetrics {
+    fn info(&self) -> Info {
+        Info {
+            name: "request metrics",
+            kind: Kind::Request | Kind::Response,
+        }
+    }
+
+    async fn on_request(&self, req: &mut Request<'_>, _: &mut Data<'_>) {
+        req.local_cache(|| RequestStart(Instant::now()));
+    }
+
+    async fn on_response<'r>(&self, req: &'r Request<'_>, res: &mut Response<'r>) {
+        let Some(app) = req.rocket().state::<crate::App>() else {
+            return;
+        };
+        let route = req
+            .route()
+            .and_then(|r| r.name.as_deref())
+            .unwrap_or("unmatched");
+        let started = req.local_cache(|| RequestStart(Instant::now())).0;
+        let metrics = &app.metrics;
+        metrics
+            .requests
+            .with_label_values(&[
+                route,
+                req.method().as_str(),
+                res.status().code.to_string().as_str(),
+            ])
+            .inc();
+        metrics
+            .latency
+            .with_label_values(&[route])
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
