@@ -10,7 +10,7 @@ use crate::auth::guard::{AdminUser, CleanupCaller};
 use crate::cleanup::{self, CleanupOutcome};
 use crate::clock;
 use crate::db::models::session::counts;
-use crate::db::models::{CleanupRun, Session, User};
+use crate::db::models::{parse_id, CleanupRun, Session, User};
 use crate::App;
 
 pub fn routes() -> Vec<Route> {
@@ -66,7 +66,7 @@ async fn cleanup_sessions(app: &State<App>, caller: CleanupCaller) -> ApiResult<
 }
 
 async fn existing_user(app: &App, id: &str) -> ApiResult<User> {
-    let id = id.to_string();
+    let id = parse_id(id).ok_or_else(ApiError::not_found)?;
     app.db
         .run(move |conn| User::find_by_id(conn, &id))
         .await?

@@ -12,7 +12,7 @@ use crate::auth::cookies;
 use crate::auth::guard::{CurrentSession, Via};
 use crate::clock;
 use crate::db::models::session::ClientInfo;
-use crate::db::models::{EventKind, NewEvent, SecurityEvent, Session};
+use crate::db::models::{parse_id, EventKind, NewEvent, SecurityEvent, Session};
 use crate::App;
 
 pub fn routes() -> Vec<Route> {
@@ -60,8 +60,9 @@ async fn revoke_session(
     id: &str,
 ) -> ApiResult<rocket::http::Status> {
     let user_id = current.user.id.clone();
-    let target = id.to_string();
+    let target = parse_id(id).ok_or_else(ApiError::not_found)?;
     let now = clock::now();
+    let target_is_current = target == current.session.id;
     let revoked = app
         .db
         .run(move |conn| {
@@ -82,7 +83,7 @@ async fn revoke_session(
         return Err(ApiError::not_found());
     }
     app.metrics.sessions_revoked.inc();
-    if id == current.session.id && current.via == Via::Cookie {
+    if target_is_current && current.via == Via::Cookie {
         cookies::clear_session(jar, &app.settings);
     }
     Ok(rocket::http::Status::NoContent)

@@ -54,11 +54,12 @@ pub fn establish(target: &DatabaseTarget) -> Result<DbConnection, String> {
                 .to_str()
                 .ok_or_else(|| "SQLite path is not valid UTF-8".to_string())?;
             let mut conn = SqliteConnection::establish(path).map_err(|e| e.to_string())?;
-            // WAL lets readers run beside the writer; busy_timeout makes writers wait for each
-            // other (across processes too) instead of failing at once.
+            // busy_timeout first: it makes writers (and the switch to WAL) wait for each other,
+            // across processes too, instead of failing at once. WAL lets readers run beside the
+            // writer.
             conn.batch_execute(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
+                 PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
             )
             .map_err(|e| e.to_string())?;
             Ok(DbConnection::Sqlite(conn))

@@ -16,3 +16,9 @@ pub use user::{NewUser, Role, User};
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
+
+/// The canonical form of an id from a URL, or `None` if it cannot be one of ours (such input
+/// never reaches SQL; PostgreSQL would refuse a NUL byte with an error, not "not found").
+pub fn parse_id(text: &str) -> Option<String> {
+    uuid::Uuid::parse_str(text).ok().map(|id| id.to_string())
+}

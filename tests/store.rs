@@ -1,0 +1,267 @@
+//! The session store and migrations, against real SQLite and PostgreSQL databases.
+
+mod common;
+
+use chrono::Duration;
+use common::{Backend, TestDb};
+use diesel::prelude::*;
+use latchkey::auth::token::SessionToken;
+use latchkey::clock;
+use latchkey::db::models::session::ClientInfo;
+use latchkey::db::models::{NewUser, Session, SessionPolicy, User};
+use latchkey::db::schema::sessions;
+use latchkey::db::{establish, run_migrations, Db, DbConnection};
+
+struct Store {
+    db: Db,
+    policy: SessionPolicy,
+    _test_db: TestDb,
+}
+
+fn store(backend: Backend) -> Option<Store> {
+    let test_db = TestDb::new(backend)?;
+    let settings = test_db.settings();
+    let (db, applied) = Db::connect_and_migrate(&settings).expect("connect and migrate");
+    assert!(applied > 0, "a fresh database gets migrations");
+    Some(Store {
+        db,
+        policy: SessionPolicy::from_settings(&settings),
+        _test_db: test_db,
+    })
+}
+
+fn add_user(conn: &mut DbConnection, email: &str) -> User {
+    let now = clock::now();
+    let id = uuid::Uuid::new_v4().to_string();
+    User::insert(
+        conn,
+        &NewUser {
+            id: &id,
+            email,
+            name: "N",
+            password_hash: "$argon2id$not-a-real-hash",
+            role: "user",
+            created_at: now,
+            updated_at: now,
+        },
+    )
+    .unwrap()
+}
+
+fn client() -> ClientInfo {
+    ClientInfo {
+        ip: Some("192.0.2.1".into()),
+        user_agent: Some("test-agent".into()),
+    }
+}
+
+fn create_and_resolve(backend: Backend) {
+    let Some(s) = store(backend) else { return };
+    let policy = s.policy;
+    s.db.run_blocking(|conn| {
+        let user = add_user(conn, "a@example.com");
+        let now = clock::now();
+        let (session, token) = Session::create(conn, &policy, &user.id, &client(), now)?;
+        assert_eq!(session.expires_at, now + policy.idle_timeout);
+        let (found, owner) = Session::resolve(conn, &token.hash(), now)?.expect("resolves");
+        assert_eq!(found.id, session.id);
+        assert_eq!(owner.id, user.id);
+        assert_eq!(found.ip.as_deref(), Some("192.0.2.1"));
+        // An unknown token does not resolve.
+        assert!(Session::resolve(conn, &SessionToken::generate().hash(), now)?.is_none());
+        Ok(())
+    })
+    .unwrap();
+}
+
+fn expired_session_does_not_resolve(backend: Backend) {
+    let Some(s) = store(backend) else { return };
+    let policy = s.policy;
+    s.db.run_blocking(|conn| {
+        let user = add_user(conn, "a@example.com");
+        let now = clock::now();
+        let (session, token) = Session::create(conn, &policy, &user.id, &client(), now)?;
+        let later = session.expires_at;
+        assert!(Session::resolve(conn, &token.hash(), later - Duration::seconds(1))?.is_some());
+        // At and after expires_at the session is gone, although no cleanup ran.
+        assert!(Session::resolve(conn, &token.hash(), later)?.is_none());
+        assert!(Session::resolve(conn, &token.hash(), later + Duration::days(1))?.is_none());
+        Ok(())
+    })
+    .unwrap();
+}
+
+fn touch_is_throttled_and_capped(backend: Backend) {
+    let Some(s) = store(backend) else { return };
+    let policy = SessionPolicy {
+        idle_timeout: Duration::hours(1),
+        absolute_timeout: Duration::hours(3),
+        touch_interval: Duration::seconds(60),
+    };
+    s.db.run_blocking(|conn| {
+        let user = add_user(conn, "a@example.com");
+        let t0 = clock::now();
+        let (mut session, token) = Session::create(conn, &policy, &user.id, &client(), t0)?;
+        // Within the interval: no write.
+        assert!(!session.touch(conn, &policy, t0 + Duration::seconds(59))?);
+        let stored: chrono::NaiveDateTime = sessions::table.find(&session.id).select(sessions::last_seen_at).first(conn)?;
+        assert_eq!(stored, t0);
+        // After it: written, expiry rolls forward.
+        let t1 = t0 + Duration::minutes(50);
+        assert!(session.touch(conn, &policy, t1)?);
+        assert_eq!(session.expires_at, t1 + Duration::hours(1));
+        let (found, _) = Session::resolve(conn, &token.hash(), t0 + Duration::minutes(100))?.expect("extended");
+        assert_eq!(found.last_seen_at, t1);
+        // Near the absolute cap expiry stops at created + 3h, however active.
+        let t2 = t0 + Duration::minutes(150);
+        let mut current = found;
+        assert!(current.touch(conn, &policy, t2)?);
+        assert_eq!(current.expires_at, t0 + Duration::hours(3));
+        assert!(Session::resolve(conn, &token.hash(), t0 + Duration::hours(3))?.is_none());
+        Ok(())
+    })
+    .unwrap();
+}
+
+fn rotate_invalidates_old_token(backend: Backend) {
+    let Some(s) = store(backend) else { return };
+    let policy = s.policy;
+    s.db.run_blocking(|conn| {
+        let user = add_user(conn, "a@example.com");
+        let now = clock::now();
+        let (session, old) = Session::create(conn, &policy, &user.id, &client(), now)?;
+        let (rotated, new) = Session::rotate(conn, &policy, &session.id, &old.hash(), now)?.expect("rotates");
+        assert_eq!(rotated.id, session.id);
+        assert_ne!(new, old);
+        assert!(Session::resolve(conn, &old.hash(), now)?.is_none());
+        assert!(Session::resolve(conn, &new.hash(), now)?.is_some());
+        // A second rotation with the old token loses.
+        assert!(Session::rotate(conn, &policy, &session.id, &old.hash(), now)?.is_none());
+        Ok(())
+    })
+    .unwrap();
+}
+
+fn revoke_list_and_revoke_all(backend: Backend) {
+    let Some(s) = store(backend) else { return };
+    let policy = s.policy;
+    s.db.run_blocking(|conn| {
+        let alice = add_user(conn, "alice@example.com");
+        let bob = add_user(conn, "bob@example.com");
+        let now = clock::now();
+        let mut mine = Vec::new();
+        for i in 0..3 {
+            mine.push(Session::create(conn, &policy, &alice.id, &client(), now + Duration::seconds(i))?);
+        }
+        let (bobs, _) = Session::create(conn, &policy, &bob.id, &client(), now)?;
+        let listed = Session::list_active(conn, &alice.id, now + Duration::seconds(5))?;
+        assert_eq!(listed.len(), 3);
+        assert_eq!(listed[0].id, mine[2].0.id, "newest activity first");
+        // Alice cannot revoke Bob's session.
+        assert!(!Session::revoke(conn, &alice.id, &bobs.id)?);
+        assert!(Session::revoke(conn, &alice.id, &mine[0].0.id)?);
+        assert!(Session::resolve(conn, &mine[0].1.hash(), now)?.is_none());
+        // Revoke all but one.
+        assert_eq!(Session::revoke_all(conn, &alice.id, Some(&mine[1].0.id))?, 1);
+        assert_eq!(Session::list_active(conn, &alice.id, now)?.len(), 1);
+        assert_eq!(Session::revoke_all(conn, &alice.id, None)?, 1);
+        assert!(Session::list_active(conn, &alice.id, now)?.is_empty());
+        let bobs_left: i64 = sessions::table.filter(sessions::user_id.eq(&bob.id)).count().get_result(conn)?;
+        assert_eq!(bobs_left, 1, "the other user's session is untouched");
+        assert!(bobs.expires_at > now);
+        // Deleting the user cascades to their sessions.
+        assert_eq!(User::delete(conn, &bob.id)?, 1);
+        let left: i64 = sessions::table.filter(sessions::user_id.eq(&bob.id)).count().get_result(conn)?;
+        assert_eq!(left, 0);
+        Ok(())
+    })
+    .unwrap();
+}
+
+fn delete_expired_in_batches(backend: Backend) {
+    let Some(s) = store(backend) else { return };
+    let policy = s.policy;
+    s.db.run_blocking(|conn| {
+        let user = add_user(conn, "a@example.com");
+        let now = clock::now();
+        for _ in 0..25 {
+            Session::create(conn, &policy, &user.id, &client(), now - Duration::days(8))?;
+        }
+        let (_, live) = Session::create(conn, &policy, &user.id, &client(), now)?;
+        assert_eq!(Session::delete_expired_batch(conn, now, 10)?, 10);
+        assert_eq!(Session::delete_expired_batch(conn, now, 10)?, 10);
+        assert_eq!(Session::delete_expired_batch(conn, now, 10)?, 5);
+        assert_eq!(Session::delete_expired_batch(conn, now, 10)?, 0);
+        assert!(Session::resolve(conn, &live.hash(), now)?.is_some());
+        Ok(())
+    })
+    .unwrap();
+}
+
+/// The database holds SHA-256 of the token, never the token.
+fn raw_token_never_stored(backend: Backend) {
+    let Some(s) = store(backend) else { return };
+    let policy = s.policy;
+    s.db.run_blocking(|conn| {
+        let user = add_user(conn, "a@example.com");
+        let (session, token) = Session::create(conn, &policy, &user.id, &client(), clock::now())?;
+        let stored: Vec<u8> = sessions::table.find(&session.id).select(sessions::token_hash).first(conn)?;
+        assert_eq!(stored, token.hash().as_bytes());
+        let text = token.expose();
+        let matches: i64 = sessions::table
+            .filter(sessions::id.eq(&text).or(sessions::user_agent.eq(&text)).or(sessions::ip.eq(&text)))
+            .count()
+            .get_result(conn)?;
+        assert_eq!(matches, 0);
+        Ok(())
+    })
+    .unwrap();
+}
+
+fn migrations_twice_is_a_no_op(backend: Backend) {
+    let Some(test_db) = TestDb::new(backend) else { return };
+    let settings = test_db.settings();
+    let mut conn = establish(&settings.database).unwrap();
+    assert!(run_migrations(&mut conn).unwrap() > 0);
+    assert_eq!(run_migrations(&mut conn).unwrap(), 0);
+    let (_, applied) = Db::connect_and_migrate(&settings).unwrap();
+    assert_eq!(applied, 0);
+}
+
+/// Several processes (here threads with their own connections) booting at once all succeed,
+/// and the migrations run once.
+fn concurrent_migrations(backend: Backend) {
+    let Some(test_db) = TestDb::new(backend) else { return };
+    let settings = test_db.settings();
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let settings = settings.clone();
+            std::thread::spawn(move || {
+                let mut conn = establish(&settings.database).unwrap();
+                run_migrations(&mut conn)
+            })
+        })
+        .collect();
+    let applied: Vec<usize> = handles.into_iter().map(|h| h.join().unwrap().expect("migrates")).collect();
+    assert_eq!(applied.iter().filter(|n| **n > 0).count(), 1, "{applied:?}");
+}
+
+#[test]
+fn postgres_outage_never_falls_back_to_sqlite() {
+    let settings = latchkey::config::Settings::for_database("postgres://nobody@127.0.0.1:1/none").unwrap();
+    let err = Db::connect_and_migrate(&settings).err().expect("refused");
+    assert!(err.contains("127.0.0.1") || err.to_lowercase().contains("connect"), "{err}");
+    assert!(!std::path::Path::new("none").exists());
+}
+
+on_both_backends!(
+    create_and_resolve,
+    expired_session_does_not_resolve,
+    touch_is_throttled_and_capped,
+    rotate_invalidates_old_token,
+    revoke_list_and_revoke_all,
+    delete_expired_in_batches,
+    raw_token_never_stored,
+    migrations_twice_is_a_no_op,
+    concurrent_migrations,
+);
