@@ -10,7 +10,9 @@ use serde_json::json;
 const PASSWORD: &str = "correct horse battery";
 
 fn register_sets_cookie_and_returns_user(backend: Backend) {
-    let Some(h) = Harness::start(backend) else { return };
+    let Some(h) = Harness::start(backend) else {
+        return;
+    };
     let reply = h.post(
         "/api/auth/register",
         json!({ "email": "  Ann@Example.COM ", "name": " Ann ", "password": PASSWORD }),
@@ -31,9 +33,15 @@ fn register_sets_cookie_and_returns_user(backend: Backend) {
     assert!(attrs.contains(&"Path=/"), "{cookie}");
     assert!(attrs.contains(&"SameSite=Lax"), "{cookie}");
     assert!(attrs.contains(&"Max-Age=604800"), "{cookie}");
-    assert!(!attrs.contains(&"Secure"), "debug profile: no Secure: {cookie}");
+    assert!(
+        !attrs.contains(&"Secure"),
+        "debug profile: no Secure: {cookie}"
+    );
     let token = reply.session_cookie("session").unwrap();
-    assert!(!reply.body.to_string().contains(&token), "the token is never in a body for cookie clients");
+    assert!(
+        !reply.body.to_string().contains(&token),
+        "the token is never in a body for cookie clients"
+    );
 
     let me = h.get("/api/auth/me", &Auth::Cookie(token));
     assert_eq!(me.status, Status::Ok);
@@ -41,7 +49,10 @@ fn register_sets_cookie_and_returns_user(backend: Backend) {
     assert_eq!(me.body["session"]["id"], reply.body["session"]["id"]);
     assert_eq!(me.body["session"]["user_agent"], serde_json::Value::Null);
     assert_eq!(me.body["session"]["ip"], "127.0.0.1");
-    assert!(me.body["session"]["expires_at"].as_str().unwrap().ends_with('Z'));
+    assert!(me.body["session"]["expires_at"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
 }
 
 fn secure_cookie_and_hsts_when_configured(backend: Backend) {
@@ -58,12 +69,20 @@ fn secure_cookie_and_hsts_when_configured(backend: Backend) {
         &Auth::None,
     );
     let cookie = reply.set_cookie_header("__Host-session").expect("cookie");
-    assert!(cookie.contains("Secure") && cookie.contains("SameSite=Strict"), "{cookie}");
-    assert_eq!(reply.header("Strict-Transport-Security"), Some("max-age=31536000"));
+    assert!(
+        cookie.contains("Secure") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert_eq!(
+        reply.header("Strict-Transport-Security"),
+        Some("max-age=31536000")
+    );
 }
 
 fn register_validation_and_taken_email(backend: Backend) {
-    let Some(h) = Harness::start(backend) else { return };
+    let Some(h) = Harness::start(backend) else {
+        return;
+    };
     let reply = h.post(
         "/api/auth/register",
         json!({ "email": "not-an-email", "name": "", "password": "short" }),
@@ -72,7 +91,11 @@ fn register_validation_and_taken_email(backend: Backend) {
     assert_eq!(reply.status, Status::UnprocessableEntity);
     assert_eq!(reply.code(), "validation_failed");
     for field in ["email", "name", "password"] {
-        assert!(reply.body["error"]["fields"][field].is_string(), "{field}: {:?}", reply.body);
+        assert!(
+            reply.body["error"]["fields"][field].is_string(),
+            "{field}: {:?}",
+            reply.body
+        );
     }
     let long_name = "x".repeat(101);
     let reply = h.post(
@@ -95,15 +118,29 @@ fn register_validation_and_taken_email(backend: Backend) {
 }
 
 fn login_success_and_uniform_failures(backend: Backend) {
-    let Some(h) = Harness::start(backend) else { return };
+    let Some(h) = Harness::start(backend) else {
+        return;
+    };
     h.register("a@example.com", PASSWORD);
-    let ok = h.post("/api/auth/login", json!({ "email": "A@example.com", "password": PASSWORD }), &Auth::None);
+    let ok = h.post(
+        "/api/auth/login",
+        json!({ "email": "A@example.com", "password": PASSWORD }),
+        &Auth::None,
+    );
     assert_eq!(ok.status, Status::Ok);
     assert!(ok.session_cookie("session").is_some());
     assert_eq!(ok.body["user"]["email"], "a@example.com");
 
-    let wrong = h.post("/api/auth/login", json!({ "email": "a@example.com", "password": "wrong password" }), &Auth::None);
-    let unknown = h.post("/api/auth/login", json!({ "email": "nobody@example.com", "password": "wrong password" }), &Auth::None);
+    let wrong = h.post(
+        "/api/auth/login",
+        json!({ "email": "a@example.com", "password": "wrong password" }),
+        &Auth::None,
+    );
+    let unknown = h.post(
+        "/api/auth/login",
+        json!({ "email": "nobody@example.com", "password": "wrong password" }),
+        &Auth::None,
+    );
     assert_eq!(wrong.status, Status::Unauthorized);
     assert_eq!(wrong.code(), "invalid_credentials");
     assert_eq!(wrong.body, unknown.body, "no user enumeration");
@@ -112,7 +149,9 @@ fn login_success_and_uniform_failures(backend: Backend) {
 }
 
 fn login_revokes_presented_session(backend: Backend) {
-    let Some(h) = Harness::start(backend) else { return };
+    let Some(h) = Harness::start(backend) else {
+        return;
+    };
     let (first, _) = h.register("a@example.com", PASSWORD);
     let reply = h.post(
         "/api/auth/login",
@@ -122,14 +161,26 @@ fn login_revokes_presented_session(backend: Backend) {
     assert_eq!(reply.status, Status::Ok);
     let second = reply.session_cookie("session").unwrap();
     assert_ne!(first, second, "always a new token");
-    assert_eq!(h.get("/api/auth/me", &Auth::Cookie(first)).status, Status::Unauthorized);
-    assert_eq!(h.get("/api/auth/me", &Auth::Cookie(second)).status, Status::Ok);
+    assert_eq!(
+        h.get("/api/auth/me", &Auth::Cookie(first)).status,
+        Status::Unauthorized
+    );
+    assert_eq!(
+        h.get("/api/auth/me", &Auth::Cookie(second)).status,
+        Status::Ok
+    );
 }
 
 fn bearer_token_flow(backend: Backend) {
-    let Some(h) = Harness::start(backend) else { return };
+    let Some(h) = Harness::start(backend) else {
+        return;
+    };
     h.register("a@example.com", PASSWORD);
-    let reply = h.post("/api/auth/token", json!({ "email": "a@example.com", "password": PASSWORD }), &Auth::None);
+    let reply = h.post(
+        "/api/auth/token",
+        json!({ "email": "a@example.com", "password": PASSWORD }),
+        &Auth::None,
+    );
     assert_eq!(reply.status, Status::Ok);
     assert!(reply.set_cookies.is_empty(), "no cookie for API clients");
     let token = reply.body["token"].as_str().unwrap().to_string();
@@ -142,32 +193,63 @@ fn bearer_token_flow(backend: Backend) {
     assert_eq!(refreshed.status, Status::Ok);
     let new_token = refreshed.body["token"].as_str().unwrap().to_string();
     assert_ne!(new_token, token);
-    assert_eq!(h.get("/api/auth/me", &Auth::Bearer(token)).status, Status::Unauthorized);
-    assert_eq!(h.get("/api/auth/me", &Auth::Bearer(new_token.clone())).status, Status::Ok);
+    assert_eq!(
+        h.get("/api/auth/me", &Auth::Bearer(token)).status,
+        Status::Unauthorized
+    );
+    assert_eq!(
+        h.get("/api/auth/me", &Auth::Bearer(new_token.clone()))
+            .status,
+        Status::Ok
+    );
     // Other schemes and malformed bearer values are 401.
-    let basic = h.send(h.client.get("/api/auth/me").header(Header::new("Authorization", "Basic YTpi")));
+    let basic = h.send(
+        h.client
+            .get("/api/auth/me")
+            .header(Header::new("Authorization", "Basic YTpi")),
+    );
     assert_eq!(basic.status, Status::Unauthorized);
-    assert_eq!(h.get("/api/auth/me", &Auth::Bearer("short".into())).status, Status::Unauthorized);
+    assert_eq!(
+        h.get("/api/auth/me", &Auth::Bearer("short".into())).status,
+        Status::Unauthorized
+    );
     let logout = h.post_empty("/api/auth/logout", &Auth::Bearer(new_token.clone()));
     assert_eq!(logout.status, Status::NoContent);
-    assert_eq!(h.get("/api/auth/me", &Auth::Bearer(new_token)).status, Status::Unauthorized);
+    assert_eq!(
+        h.get("/api/auth/me", &Auth::Bearer(new_token)).status,
+        Status::Unauthorized
+    );
 }
 
 fn logout_is_idempotent_and_clears(backend: Backend) {
-    let Some(h) = Harness::start(backend) else { return };
+    let Some(h) = Harness::start(backend) else {
+        return;
+    };
     let (cookie, _) = h.register("a@example.com", PASSWORD);
     let reply = h.post_empty("/api/auth/logout", &Auth::Cookie(cookie.clone()));
     assert_eq!(reply.status, Status::NoContent);
     assert_eq!(reply.header("Clear-Site-Data"), Some("\"cookies\""));
     let cleared = reply.set_cookie_header("session").expect("cookie cleared");
     assert!(cleared.contains("Max-Age=0"), "{cleared}");
-    assert_eq!(h.get("/api/auth/me", &Auth::Cookie(cookie.clone())).status, Status::Unauthorized);
-    assert_eq!(h.post_empty("/api/auth/logout", &Auth::Cookie(cookie)).status, Status::NoContent);
-    assert_eq!(h.post_empty("/api/auth/logout", &Auth::None).status, Status::NoContent);
+    assert_eq!(
+        h.get("/api/auth/me", &Auth::Cookie(cookie.clone())).status,
+        Status::Unauthorized
+    );
+    assert_eq!(
+        h.post_empty("/api/auth/logout", &Auth::Cookie(cookie))
+            .status,
+        Status::NoContent
+    );
+    assert_eq!(
+        h.post_empty("/api/auth/logout", &Auth::None).status,
+        Status::NoContent
+    );
 }
 
 fn me_requires_a_valid_session(backend: Backend) {
-    let Some(h) = Harness::start(backend) else { return };
+    let Some(h) = Harness::start(backend) else {
+        return;
+    };
     let none = h.get("/api/auth/me", &Auth::None);
     assert_eq!(none.status, Status::Unauthorized);
     assert_eq!(none.code(), "unauthenticated");
@@ -176,13 +258,17 @@ fn me_requires_a_valid_session(backend: Backend) {
     for bad in ["garbage", &"A".repeat(43), &"x".repeat(5000)] {
         let reply = h.get("/api/auth/me", &Auth::Cookie(bad.to_string()));
         assert_eq!(reply.status, Status::Unauthorized, "{bad}");
-        let cleared = reply.set_cookie_header("session").expect("stale cookie cleared");
+        let cleared = reply
+            .set_cookie_header("session")
+            .expect("stale cookie cleared");
         assert!(cleared.contains("Max-Age=0"));
     }
 }
 
 fn refresh_rotates_cookie(backend: Backend) {
-    let Some(h) = Harness::start(backend) else { return };
+    let Some(h) = Harness::start(backend) else {
+        return;
+    };
     let (old, registered) = h.register("a@example.com", PASSWORD);
     let reply = h.post_empty("/api/auth/refresh", &Auth::Cookie(old.clone()));
     assert_eq!(reply.status, Status::Ok);
@@ -190,12 +276,17 @@ fn refresh_rotates_cookie(backend: Backend) {
     assert!(reply.body.get("token").is_none());
     let new = reply.session_cookie("session").expect("new cookie");
     assert_ne!(new, old);
-    assert_eq!(h.get("/api/auth/me", &Auth::Cookie(old)).status, Status::Unauthorized);
+    assert_eq!(
+        h.get("/api/auth/me", &Auth::Cookie(old)).status,
+        Status::Unauthorized
+    );
     assert_eq!(h.get("/api/auth/me", &Auth::Cookie(new)).status, Status::Ok);
 }
 
 fn password_change_revokes_others(backend: Backend) {
-    let Some(h) = Harness::start(backend) else { return };
+    let Some(h) = Harness::start(backend) else {
+        return;
+    };
     let (current, _) = h.register("a@example.com", PASSWORD);
     let other = h.token("a@example.com", PASSWORD);
     let wrong = h.post(
@@ -219,10 +310,23 @@ fn password_change_revokes_others(backend: Backend) {
     );
     assert_eq!(reply.status, Status::NoContent);
     let renewed = reply.session_cookie("session").expect("new cookie");
-    assert_eq!(h.get("/api/auth/me", &Auth::Cookie(current)).status, Status::Unauthorized);
-    assert_eq!(h.get("/api/auth/me", &Auth::Bearer(other)).status, Status::Unauthorized);
-    assert_eq!(h.get("/api/auth/me", &Auth::Cookie(renewed)).status, Status::Ok);
-    let old_login = h.post("/api/auth/login", json!({ "email": "a@example.com", "password": PASSWORD }), &Auth::None);
+    assert_eq!(
+        h.get("/api/auth/me", &Auth::Cookie(current)).status,
+        Status::Unauthorized
+    );
+    assert_eq!(
+        h.get("/api/auth/me", &Auth::Bearer(other)).status,
+        Status::Unauthorized
+    );
+    assert_eq!(
+        h.get("/api/auth/me", &Auth::Cookie(renewed)).status,
+        Status::Ok
+    );
+    let old_login = h.post(
+        "/api/auth/login",
+        json!({ "email": "a@example.com", "password": PASSWORD }),
+        &Auth::None,
+    );
     assert_eq!(old_login.status, Status::Unauthorized);
     let token = h.token("a@example.com", "new password 1");
     // Bearer clients get their new token in a 200 body.
@@ -233,35 +337,65 @@ fn password_change_revokes_others(backend: Backend) {
     );
     assert_eq!(reply.status, Status::Ok);
     let next = reply.body["token"].as_str().unwrap().to_string();
-    assert_eq!(h.get("/api/auth/me", &Auth::Bearer(token)).status, Status::Unauthorized);
-    assert_eq!(h.get("/api/auth/me", &Auth::Bearer(next)).status, Status::Ok);
+    assert_eq!(
+        h.get("/api/auth/me", &Auth::Bearer(token)).status,
+        Status::Unauthorized
+    );
+    assert_eq!(
+        h.get("/api/auth/me", &Auth::Bearer(next)).status,
+        Status::Ok
+    );
 }
 
 fn account_deletion_cascades(backend: Backend) {
-    let Some(h) = Harness::start(backend) else { return };
+    let Some(h) = Harness::start(backend) else {
+        return;
+    };
     let (cookie, _) = h.register("a@example.com", PASSWORD);
     let other = h.token("a@example.com", PASSWORD);
-    let wrong = h.delete_json("/api/auth/account", json!({ "password": "wrong wrong" }), &Auth::Cookie(cookie.clone()));
+    let wrong = h.delete_json(
+        "/api/auth/account",
+        json!({ "password": "wrong wrong" }),
+        &Auth::Cookie(cookie.clone()),
+    );
     assert_eq!(wrong.status, Status::Forbidden);
     assert_eq!(wrong.code(), "invalid_credentials");
-    let reply = h.delete_json("/api/auth/account", json!({ "password": PASSWORD }), &Auth::Cookie(cookie.clone()));
+    let reply = h.delete_json(
+        "/api/auth/account",
+        json!({ "password": PASSWORD }),
+        &Auth::Cookie(cookie.clone()),
+    );
     assert_eq!(reply.status, Status::NoContent);
-    assert_eq!(h.get("/api/auth/me", &Auth::Cookie(cookie)).status, Status::Unauthorized);
-    assert_eq!(h.get("/api/auth/me", &Auth::Bearer(other)).status, Status::Unauthorized);
-    let login = h.post("/api/auth/login", json!({ "email": "a@example.com", "password": PASSWORD }), &Auth::None);
+    assert_eq!(
+        h.get("/api/auth/me", &Auth::Cookie(cookie)).status,
+        Status::Unauthorized
+    );
+    assert_eq!(
+        h.get("/api/auth/me", &Auth::Bearer(other)).status,
+        Status::Unauthorized
+    );
+    let login = h.post(
+        "/api/auth/login",
+        json!({ "email": "a@example.com", "password": PASSWORD }),
+        &Auth::None,
+    );
     assert_eq!(login.status, Status::Unauthorized);
     // The email is free again.
     h.register("a@example.com", PASSWORD);
 }
 
 fn csrf_rules(backend: Backend) {
-    let Some(h) = Harness::start_with(backend, |s| s.allowed_origins = vec!["https://app.example".into()]) else {
+    let Some(h) = Harness::start_with(backend, |s| {
+        s.allowed_origins = vec!["https://app.example".into()]
+    }) else {
         return;
     };
     let (cookie, _) = h.register("a@example.com", PASSWORD);
     let auth = Auth::Cookie(cookie.clone());
     let with = |origin: Option<&str>, fetch_site: Option<&str>| {
-        let mut req = h.request(h.client.post("/api/auth/refresh"), &auth).header(Header::new("Host", "localhost:8000"));
+        let mut req = h
+            .request(h.client.post("/api/auth/refresh"), &auth)
+            .header(Header::new("Host", "localhost:8000"));
         if let Some(origin) = origin {
             req = req.header(Header::new("Origin", origin.to_string()));
         }
@@ -273,10 +407,16 @@ fn csrf_rules(backend: Backend) {
     let refused = with(Some("https://evil.example"), None);
     assert_eq!(refused.status, Status::Forbidden);
     assert_eq!(refused.code(), "csrf_rejected");
-    assert!(refused.set_cookies.is_empty(), "a refused request changes nothing");
+    assert!(
+        refused.set_cookies.is_empty(),
+        "a refused request changes nothing"
+    );
     assert_eq!(with(Some("null"), None).status, Status::Forbidden);
     assert_eq!(with(None, Some("cross-site")).status, Status::Forbidden);
-    assert_eq!(with(Some("http://localhost:8001"), None).status, Status::Forbidden);
+    assert_eq!(
+        with(Some("http://localhost:8001"), None).status,
+        Status::Forbidden
+    );
     // Unauthenticated endpoints are covered too (login CSRF).
     let login = h.send(
         h.client
@@ -300,7 +440,11 @@ fn csrf_rules(backend: Backend) {
     assert_eq!(allowed.status, Status::Ok);
     let cookie = allowed.session_cookie("session").unwrap();
     // No Origin and no Sec-Fetch-Site: a non-browser client; passes.
-    assert_eq!(h.post_empty("/api/auth/refresh", &Auth::Cookie(cookie)).status, Status::Ok);
+    assert_eq!(
+        h.post_empty("/api/auth/refresh", &Auth::Cookie(cookie))
+            .status,
+        Status::Ok
+    );
     // Bearer-authenticated requests are exempt.
     let token = h.token("a@example.com", PASSWORD);
     let bearer = h.send(
@@ -320,10 +464,19 @@ fn login_throttled_per_email(backend: Backend) {
         return;
     };
     h.register("a@example.com", PASSWORD);
-    let attempt = |email: &str, password: &str| h.post("/api/auth/login", json!({ "email": email, "password": password }), &Auth::None);
+    let attempt = |email: &str, password: &str| {
+        h.post(
+            "/api/auth/login",
+            json!({ "email": email, "password": password }),
+            &Auth::None,
+        )
+    };
     for email in ["a@example.com", "ghost@example.com"] {
         for _ in 0..3 {
-            assert_eq!(attempt(email, "wrong password").status, Status::Unauthorized);
+            assert_eq!(
+                attempt(email, "wrong password").status,
+                Status::Unauthorized
+            );
         }
         // Locked: even the right password is refused, with Retry-After.
         let locked = attempt(email, PASSWORD);
@@ -338,19 +491,32 @@ fn login_throttled_per_email(backend: Backend) {
     assert_eq!(attempt("a@example.com", PASSWORD).status, Status::Ok);
     // Success reset the streak: three more failures are needed to lock again.
     for _ in 0..2 {
-        assert_eq!(attempt("a@example.com", "wrong password").status, Status::Unauthorized);
+        assert_eq!(
+            attempt("a@example.com", "wrong password").status,
+            Status::Unauthorized
+        );
     }
     assert_eq!(attempt("a@example.com", PASSWORD).status, Status::Ok);
 }
 
 fn login_throttled_per_ip(backend: Backend) {
-    let Some(h) = Harness::start_with(backend, |s| s.ip_max_failures = 4) else { return };
+    let Some(h) = Harness::start_with(backend, |s| s.ip_max_failures = 4) else {
+        return;
+    };
     h.register("a@example.com", PASSWORD);
     for i in 0..4 {
-        let reply = h.post("/api/auth/login", json!({ "email": format!("u{i}@example.com"), "password": "x" }), &Auth::None);
+        let reply = h.post(
+            "/api/auth/login",
+            json!({ "email": format!("u{i}@example.com"), "password": "x" }),
+            &Auth::None,
+        );
         assert_eq!(reply.status, Status::Unauthorized);
     }
-    let reply = h.post("/api/auth/login", json!({ "email": "a@example.com", "password": PASSWORD }), &Auth::None);
+    let reply = h.post(
+        "/api/auth/login",
+        json!({ "email": "a@example.com", "password": PASSWORD }),
+        &Auth::None,
+    );
     assert_eq!(reply.status, Status::TooManyRequests);
     let retry: i64 = reply.header("Retry-After").unwrap().parse().unwrap();
     assert!(retry > 500 && retry <= 600, "{retry}");
@@ -367,7 +533,9 @@ fn login_throttled_per_ip(backend: Backend) {
 
 /// A forged X-Real-IP / X-Forwarded-For does not change the client IP the server sees.
 fn client_ip_cannot_be_forged(backend: Backend) {
-    let Some(h) = Harness::start(backend) else { return };
+    let Some(h) = Harness::start(backend) else {
+        return;
+    };
     let reply = h.send(
         h.client
             .post("/api/auth/register")
@@ -375,44 +543,68 @@ fn client_ip_cannot_be_forged(backend: Backend) {
             .header(ContentType::JSON)
             .header(Header::new("X-Real-IP", "203.0.113.9"))
             .header(Header::new("X-Forwarded-For", "203.0.113.9"))
-            .body(json!({ "email": "a@example.com", "name": "A", "password": PASSWORD }).to_string()),
+            .body(
+                json!({ "email": "a@example.com", "name": "A", "password": PASSWORD }).to_string(),
+            ),
     );
     assert_eq!(reply.status, Status::Created);
     assert_eq!(reply.body["session"]["ip"], "127.0.0.1");
 }
 
 fn request_shape_errors(backend: Backend) {
-    let Some(h) = Harness::start(backend) else { return };
+    let Some(h) = Harness::start(backend) else {
+        return;
+    };
     let send = |content_type: Option<ContentType>, body: Vec<u8>| {
-        let mut req = h.client.post("/api/auth/login").remote("127.0.0.1:1".parse().unwrap());
+        let mut req = h
+            .client
+            .post("/api/auth/login")
+            .remote("127.0.0.1:1".parse().unwrap());
         if let Some(ct) = content_type {
             req = req.header(ct);
         }
         h.send(req.body(body))
     };
     let malformed = send(Some(ContentType::JSON), b"{not json".to_vec());
-    assert_eq!((malformed.status, malformed.code()), (Status::BadRequest, "bad_request"));
+    assert_eq!(
+        (malformed.status, malformed.code()),
+        (Status::BadRequest, "bad_request")
+    );
     let shape = send(Some(ContentType::JSON), b"[1,2]".to_vec());
-    assert_eq!((shape.status, shape.code()), (Status::BadRequest, "bad_request"));
+    assert_eq!(
+        (shape.status, shape.code()),
+        (Status::BadRequest, "bad_request")
+    );
     let missing = send(Some(ContentType::JSON), b"{\"email\":\"a@b.co\"}".to_vec());
     assert_eq!(missing.status, Status::BadRequest);
     let text = send(Some(ContentType::Plain), b"{}".to_vec());
-    assert_eq!((text.status, text.code()), (Status::UnsupportedMediaType, "unsupported_media_type"));
+    assert_eq!(
+        (text.status, text.code()),
+        (Status::UnsupportedMediaType, "unsupported_media_type")
+    );
     let none = send(None, b"{}".to_vec());
     assert_eq!(none.status, Status::UnsupportedMediaType);
     let mut big = b"{\"email\":\"".to_vec();
     big.extend(std::iter::repeat_n(b'a', 17 * 1024));
     big.extend(b"\",\"password\":\"x\"}");
     let too_big = send(Some(ContentType::JSON), big);
-    assert_eq!((too_big.status, too_big.code()), (Status::PayloadTooLarge, "payload_too_large"));
+    assert_eq!(
+        (too_big.status, too_big.code()),
+        (Status::PayloadTooLarge, "payload_too_large")
+    );
     let unknown = h.get("/api/does-not-exist", &Auth::None);
-    assert_eq!((unknown.status, unknown.code()), (Status::NotFound, "not_found"));
+    assert_eq!(
+        (unknown.status, unknown.code()),
+        (Status::NotFound, "not_found")
+    );
     assert!(unknown.body["error"]["message"].is_string());
 }
 
 /// Hostile inputs never produce a 5xx (and never a panic).
 fn hostile_inputs_never_5xx(backend: Backend) {
-    let Some(h) = Harness::start(backend) else { return };
+    let Some(h) = Harness::start(backend) else {
+        return;
+    };
     let (cookie, _) = h.register("victim@example.com", PASSWORD);
     let huge = "x".repeat(15_000);
     let values = [
@@ -430,28 +622,67 @@ fn hostile_inputs_never_5xx(backend: Backend) {
     let mut checked = 0;
     for value in &values {
         for (path, body) in [
-            ("/api/auth/register", json!({ "email": value, "name": value, "password": value })),
-            ("/api/auth/register", json!({ "email": "x@example.com", "name": value, "password": "password123" })),
-            ("/api/auth/login", json!({ "email": value, "password": value })),
-            ("/api/auth/token", json!({ "email": value, "password": "password123" })),
-            ("/api/auth/password", json!({ "current_password": value, "new_password": value })),
+            (
+                "/api/auth/register",
+                json!({ "email": value, "name": value, "password": value }),
+            ),
+            (
+                "/api/auth/register",
+                json!({ "email": "x@example.com", "name": value, "password": "password123" }),
+            ),
+            (
+                "/api/auth/login",
+                json!({ "email": value, "password": value }),
+            ),
+            (
+                "/api/auth/token",
+                json!({ "email": value, "password": "password123" }),
+            ),
+            (
+                "/api/auth/password",
+                json!({ "current_password": value, "new_password": value }),
+            ),
         ] {
             // Only the password change runs as the victim: a hostile value that happens to be a
             // valid registration would make the login replace the victim's session (fixation
             // defence), which is correct but not what this test is about.
-            let auth = if path.ends_with("/password") { Auth::Cookie(cookie.clone()) } else { Auth::None };
+            let auth = if path.ends_with("/password") {
+                Auth::Cookie(cookie.clone())
+            } else {
+                Auth::None
+            };
             let reply = h.post(path, body, &auth);
-            assert!(reply.status.code < 500, "{path} {value}: {} {:?}", reply.status, reply.body);
+            assert!(
+                reply.status.code < 500,
+                "{path} {value}: {} {:?}",
+                reply.status,
+                reply.body
+            );
             assert!(reply.body["error"]["code"].is_string() || reply.status.code < 300);
             checked += 1;
         }
     }
-    for token in ["", "%00", "A", &"A".repeat(42), &"=".repeat(43), &"é".repeat(30), "../../etc/passwd", &"A".repeat(10_000)] {
+    for token in [
+        "",
+        "%00",
+        "A",
+        &"A".repeat(42),
+        &"=".repeat(43),
+        &"é".repeat(30),
+        "../../etc/passwd",
+        &"A".repeat(10_000),
+    ] {
         let reply = h.get("/api/auth/me", &Auth::Bearer(token.to_string()));
         assert_eq!(reply.status, Status::Unauthorized, "{token:?}");
         checked += 1;
     }
-    for path in ["/api/auth/sessions/%00", "/api/auth/sessions/'%20OR%201=1", "/api/events?limit=-1", "/api/events?limit=abc", "/api/events?limit=99999999999999999999"] {
+    for path in [
+        "/api/auth/sessions/%00",
+        "/api/auth/sessions/'%20OR%201=1",
+        "/api/events?limit=-1",
+        "/api/events?limit=abc",
+        "/api/events?limit=99999999999999999999",
+    ] {
         let reply = h.send(h.request(h.client.get(path), &Auth::Cookie(cookie.clone())));
         assert!(reply.status.code < 500, "{path}: {}", reply.status);
         let reply = h.send(h.request(h.client.delete(path), &Auth::Cookie(cookie.clone())));
@@ -460,7 +691,10 @@ fn hostile_inputs_never_5xx(backend: Backend) {
     }
     assert!(checked > 60);
     // The victim's account is intact.
-    assert_eq!(h.get("/api/auth/me", &Auth::Cookie(cookie)).status, Status::Ok);
+    assert_eq!(
+        h.get("/api/auth/me", &Auth::Cookie(cookie)).status,
+        Status::Ok
+    );
 }
 
 on_both_backends!(

@@ -3,14 +3,14 @@
 mod common;
 
 use chrono::Duration;
-use common::{Backend, TestDb};
+use common::{insert_user, Backend, TestDb};
 use diesel::prelude::*;
 use latchkey::auth::token::SessionToken;
 use latchkey::clock;
 use latchkey::db::models::session::ClientInfo;
-use latchkey::db::models::{NewUser, Session, SessionPolicy, User};
+use latchkey::db::models::{Session, SessionPolicy, User};
 use latchkey::db::schema::sessions;
-use latchkey::db::{establish, run_migrations, Db, DbConnection};
+use latchkey::db::{establish, run_migrations, Db};
 
 struct Store {
     db: Db,
@@ -30,24 +30,6 @@ fn store(backend: Backend) -> Option<Store> {
     })
 }
 
-fn add_user(conn: &mut DbConnection, email: &str) -> User {
-    let now = clock::now();
-    let id = uuid::Uuid::new_v4().to_string();
-    User::insert(
-        conn,
-        &NewUser {
-            id: &id,
-            email,
-            name: "N",
-            password_hash: "$argon2id$not-a-real-hash",
-            role: "user",
-            created_at: now,
-            updated_at: now,
-        },
-    )
-    .unwrap()
-}
-
 fn client() -> ClientInfo {
     ClientInfo {
         ip: Some("192.0.2.1".into()),
@@ -59,7 +41,7 @@ fn create_and_resolve(backend: Backend) {
     let Some(s) = store(backend) else { return };
     let policy = s.policy;
     s.db.run_blocking(|conn| {
-        let user = add_user(conn, "a@example.com");
+        let user = insert_user(conn, "a@example.com");
         let now = clock::now();
         let (session, token) = Session::create(conn, &policy, &user.id, &client(), now)?;
         assert_eq!(session.expires_at, now + policy.idle_timeout);
@@ -78,7 +60,7 @@ fn expired_session_does_not_resolve(backend: Backend) {
     let Some(s) = store(backend) else { return };
     let policy = s.policy;
     s.db.run_blocking(|conn| {
-        let user = add_user(conn, "a@example.com");
+        let user = insert_user(conn, "a@example.com");
         let now = clock::now();
         let (session, token) = Session::create(conn, &policy, &user.id, &client(), now)?;
         let later = session.expires_at;
@@ -99,18 +81,22 @@ fn touch_is_throttled_and_capped(backend: Backend) {
         touch_interval: Duration::seconds(60),
     };
     s.db.run_blocking(|conn| {
-        let user = add_user(conn, "a@example.com");
+        let user = insert_user(conn, "a@example.com");
         let t0 = clock::now();
         let (mut session, token) = Session::create(conn, &policy, &user.id, &client(), t0)?;
         // Within the interval: no write.
         assert!(!session.touch(conn, &policy, t0 + Duration::seconds(59))?);
-        let stored: chrono::NaiveDateTime = sessions::table.find(&session.id).select(sessions::last_seen_at).first(conn)?;
+        let stored: chrono::NaiveDateTime = sessions::table
+            .find(&session.id)
+            .select(sessions::last_seen_at)
+            .first(conn)?;
         assert_eq!(stored, t0);
         // After it: written, expiry rolls forward.
         let t1 = t0 + Duration::minutes(50);
         assert!(session.touch(conn, &policy, t1)?);
         assert_eq!(session.expires_at, t1 + Duration::hours(1));
-        let (found, _) = Session::resolve(conn, &token.hash(), t0 + Duration::minutes(100))?.expect("extended");
+        let (found, _) =
+            Session::resolve(conn, &token.hash(), t0 + Duration::minutes(100))?.expect("extended");
         assert_eq!(found.last_seen_at, t1);
         // Near the absolute cap expiry stops at created + 3h, however active.
         let t2 = t0 + Duration::minutes(150);
@@ -127,10 +113,11 @@ fn rotate_invalidates_old_token(backend: Backend) {
     let Some(s) = store(backend) else { return };
     let policy = s.policy;
     s.db.run_blocking(|conn| {
-        let user = add_user(conn, "a@example.com");
+        let user = insert_user(conn, "a@example.com");
         let now = clock::now();
         let (session, old) = Session::create(conn, &policy, &user.id, &client(), now)?;
-        let (rotated, new) = Session::rotate(conn, &policy, &session.id, &old.hash(), now)?.expect("rotates");
+        let (rotated, new) =
+            Session::rotate(conn, &policy, &session.id, &old.hash(), now)?.expect("rotates");
         assert_eq!(rotated.id, session.id);
         assert_ne!(new, old);
         assert!(Session::resolve(conn, &old.hash(), now)?.is_none());
@@ -146,12 +133,18 @@ fn revoke_list_and_revoke_all(backend: Backend) {
     let Some(s) = store(backend) else { return };
     let policy = s.policy;
     s.db.run_blocking(|conn| {
-        let alice = add_user(conn, "alice@example.com");
-        let bob = add_user(conn, "bob@example.com");
+        let alice = insert_user(conn, "alice@example.com");
+        let bob = insert_user(conn, "bob@example.com");
         let now = clock::now();
         let mut mine = Vec::new();
         for i in 0..3 {
-            mine.push(Session::create(conn, &policy, &alice.id, &client(), now + Duration::seconds(i))?);
+            mine.push(Session::create(
+                conn,
+                &policy,
+                &alice.id,
+                &client(),
+                now + Duration::seconds(i),
+            )?);
         }
         let (bobs, _) = Session::create(conn, &policy, &bob.id, &client(), now)?;
         let listed = Session::list_active(conn, &alice.id, now + Duration::seconds(5))?;
@@ -162,16 +155,25 @@ fn revoke_list_and_revoke_all(backend: Backend) {
         assert!(Session::revoke(conn, &alice.id, &mine[0].0.id)?);
         assert!(Session::resolve(conn, &mine[0].1.hash(), now)?.is_none());
         // Revoke all but one.
-        assert_eq!(Session::revoke_all(conn, &alice.id, Some(&mine[1].0.id))?, 1);
+        assert_eq!(
+            Session::revoke_all(conn, &alice.id, Some(&mine[1].0.id))?,
+            1
+        );
         assert_eq!(Session::list_active(conn, &alice.id, now)?.len(), 1);
         assert_eq!(Session::revoke_all(conn, &alice.id, None)?, 1);
         assert!(Session::list_active(conn, &alice.id, now)?.is_empty());
-        let bobs_left: i64 = sessions::table.filter(sessions::user_id.eq(&bob.id)).count().get_result(conn)?;
+        let bobs_left: i64 = sessions::table
+            .filter(sessions::user_id.eq(&bob.id))
+            .count()
+            .get_result(conn)?;
         assert_eq!(bobs_left, 1, "the other user's session is untouched");
         assert!(bobs.expires_at > now);
         // Deleting the user cascades to their sessions.
         assert_eq!(User::delete(conn, &bob.id)?, 1);
-        let left: i64 = sessions::table.filter(sessions::user_id.eq(&bob.id)).count().get_result(conn)?;
+        let left: i64 = sessions::table
+            .filter(sessions::user_id.eq(&bob.id))
+            .count()
+            .get_result(conn)?;
         assert_eq!(left, 0);
         Ok(())
     })
@@ -182,7 +184,7 @@ fn delete_expired_in_batches(backend: Backend) {
     let Some(s) = store(backend) else { return };
     let policy = s.policy;
     s.db.run_blocking(|conn| {
-        let user = add_user(conn, "a@example.com");
+        let user = insert_user(conn, "a@example.com");
         let now = clock::now();
         for _ in 0..25 {
             Session::create(conn, &policy, &user.id, &client(), now - Duration::days(8))?;
@@ -203,13 +205,21 @@ fn raw_token_never_stored(backend: Backend) {
     let Some(s) = store(backend) else { return };
     let policy = s.policy;
     s.db.run_blocking(|conn| {
-        let user = add_user(conn, "a@example.com");
+        let user = insert_user(conn, "a@example.com");
         let (session, token) = Session::create(conn, &policy, &user.id, &client(), clock::now())?;
-        let stored: Vec<u8> = sessions::table.find(&session.id).select(sessions::token_hash).first(conn)?;
+        let stored: Vec<u8> = sessions::table
+            .find(&session.id)
+            .select(sessions::token_hash)
+            .first(conn)?;
         assert_eq!(stored, token.hash().as_bytes());
         let text = token.expose();
         let matches: i64 = sessions::table
-            .filter(sessions::id.eq(&text).or(sessions::user_agent.eq(&text)).or(sessions::ip.eq(&text)))
+            .filter(
+                sessions::id
+                    .eq(&text)
+                    .or(sessions::user_agent.eq(&text))
+                    .or(sessions::ip.eq(&text)),
+            )
             .count()
             .get_result(conn)?;
         assert_eq!(matches, 0);
@@ -219,7 +229,9 @@ fn raw_token_never_stored(backend: Backend) {
 }
 
 fn migrations_twice_is_a_no_op(backend: Backend) {
-    let Some(test_db) = TestDb::new(backend) else { return };
+    let Some(test_db) = TestDb::new(backend) else {
+        return;
+    };
     let settings = test_db.settings();
     let mut conn = establish(&settings.database).unwrap();
     assert!(run_migrations(&mut conn).unwrap() > 0);
@@ -231,7 +243,9 @@ fn migrations_twice_is_a_no_op(backend: Backend) {
 /// Several processes (here threads with their own connections) booting at once all succeed,
 /// and the migrations run once.
 fn concurrent_migrations(backend: Backend) {
-    let Some(test_db) = TestDb::new(backend) else { return };
+    let Some(test_db) = TestDb::new(backend) else {
+        return;
+    };
     let settings = test_db.settings();
     let handles: Vec<_> = (0..4)
         .map(|_| {
@@ -242,15 +256,22 @@ fn concurrent_migrations(backend: Backend) {
             })
         })
         .collect();
-    let applied: Vec<usize> = handles.into_iter().map(|h| h.join().unwrap().expect("migrates")).collect();
+    let applied: Vec<usize> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().expect("migrates"))
+        .collect();
     assert_eq!(applied.iter().filter(|n| **n > 0).count(), 1, "{applied:?}");
 }
 
 #[test]
 fn postgres_outage_never_falls_back_to_sqlite() {
-    let settings = latchkey::config::Settings::for_database("postgres://nobody@127.0.0.1:1/none").unwrap();
+    let settings =
+        latchkey::config::Settings::for_database("postgres://nobody@127.0.0.1:1/none").unwrap();
     let err = Db::connect_and_migrate(&settings).err().expect("refused");
-    assert!(err.contains("127.0.0.1") || err.to_lowercase().contains("connect"), "{err}");
+    assert!(
+        err.contains("127.0.0.1") || err.to_lowercase().contains("connect"),
+        "{err}"
+    );
     assert!(!std::path::Path::new("none").exists());
 }
 

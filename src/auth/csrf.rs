@@ -29,8 +29,7 @@ pub fn check(req: &Request<'_>, settings: &Settings) -> Result<(), ApiError> {
         return Ok(());
     };
     let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
-    if settings.allowed_origins.contains(&origin)
-    {
+    if settings.allowed_origins.contains(&origin) {
         return Ok(());
     }
     let host = headers

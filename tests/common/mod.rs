@@ -38,7 +38,8 @@ macro_rules! on_both_backends {
 }
 
 pub fn pg_base_url() -> String {
-    std::env::var("LATCHKEY_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    std::env::var("LATCHKEY_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 fn pg_required() -> bool {
@@ -74,7 +75,9 @@ impl TestDb {
                 let admin_url = format!("{}/postgres?connect_timeout=3", pg_base_url());
                 let mut admin = match PgConnection::establish(&admin_url) {
                     Ok(conn) => conn,
-                    Err(e) if pg_required() => panic!("PostgreSQL is required (LATCHKEY_REQUIRE_PG=1) but unreachable: {e}"),
+                    Err(e) if pg_required() => panic!(
+                        "PostgreSQL is required (LATCHKEY_REQUIRE_PG=1) but unreachable: {e}"
+                    ),
                     Err(e) => {
                         if !WARNED.swap(true, Ordering::SeqCst) {
                             eprintln!("\n*** SKIPPING PostgreSQL tests: cannot connect to {} ({e}). Set LATCHKEY_REQUIRE_PG=1 to fail instead. ***\n", pg_base_url());
@@ -108,10 +111,30 @@ impl Drop for TestDb {
         }
         if let Some(name) = &self.pg_name {
             if let Ok(mut admin) = PgConnection::establish(&format!("{}/postgres", pg_base_url())) {
-                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin);
+                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin);
             }
         }
     }
+}
+
+/// Inserts an account directly (no Argon2: the hash is a placeholder nobody can log in with).
+pub fn insert_user(
+    conn: &mut latchkey::db::DbConnection,
+    email: &str,
+) -> latchkey::db::models::User {
+    let now = latchkey::clock::now();
+    let id = uuid::Uuid::new_v4().to_string();
+    let new = latchkey::db::models::NewUser {
+        id: &id,
+        email,
+        name: "N",
+        password_hash: "not-a-hash",
+        role: "user",
+        created_at: now,
+        updated_at: now,
+    };
+    latchkey::db::models::User::insert(conn, &new).expect("insert user")
 }
 
 /// Rocket's own settings for in-process tests: quiet, and no trusted IP header.
@@ -229,8 +252,13 @@ impl Harness {
         req = req.remote("127.0.0.1:40000".parse().unwrap());
         match auth {
             Auth::None => req,
-            Auth::Cookie(value) => req.cookie(Cookie::new(self.settings.cookie_name.clone(), value.clone())),
-            Auth::Bearer(token) => req.header(Header::new("Authorization", format!("Bearer {token}"))),
+            Auth::Cookie(value) => req.cookie(Cookie::new(
+                self.settings.cookie_name.clone(),
+                value.clone(),
+            )),
+            Auth::Bearer(token) => {
+                req.header(Header::new("Authorization", format!("Bearer {token}")))
+            }
         }
     }
 
@@ -274,7 +302,9 @@ impl Harness {
             &Auth::None,
         );
         assert_eq!(reply.status, Status::Created, "register: {:?}", reply.body);
-        let cookie = reply.session_cookie(self.cookie_name()).expect("register sets the cookie");
+        let cookie = reply
+            .session_cookie(self.cookie_name())
+            .expect("register sets the cookie");
         (cookie, reply.body)
     }
 
@@ -286,14 +316,22 @@ impl Harness {
             &Auth::None,
         );
         assert_eq!(reply.status, Status::Ok, "token: {:?}", reply.body);
-        reply.body["token"].as_str().expect("token in body").to_string()
+        reply.body["token"]
+            .as_str()
+            .expect("token in body")
+            .to_string()
     }
 
     pub fn promote(&self, email: &str) {
         let email = email.to_string();
         self.db
             .run_blocking(move |conn| {
-                latchkey::db::models::User::set_role(conn, &email, latchkey::db::models::Role::Admin, latchkey::clock::now())
+                latchkey::db::models::User::set_role(
+                    conn,
+                    &email,
+                    latchkey::db::models::Role::Admin,
+                    latchkey::clock::now(),
+                )
             })
             .expect("promote");
     }
