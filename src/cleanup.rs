@@ -29,6 +29,8 @@ pub struct CleanupReport {
     pub events_deleted: i64,
     pub throttles_deleted: i64,
     pub statements: u32,
+    /// The slowest single session-deleting statement (each runs in its own short transaction).
+    pub longest_statement_ms: i64,
     pub duration_ms: i64,
     /// True when a stop was requested and the run ended after the batch in hand.
     pub interrupted: bool,
@@ -71,11 +73,16 @@ fn clean(
         events_deleted: 0,
         throttles_deleted: 0,
         statements: 0,
+        longest_statement_ms: 0,
         duration_ms: 0,
         interrupted: false,
     };
     loop {
+        let statement = Instant::now();
         let deleted = Session::delete_expired_batch(conn, started_at, settings.cleanup_batch_size)?;
+        report.longest_statement_ms = report
+            .longest_statement_ms
+            .max(statement.elapsed().as_millis() as i64);
         report.statements += 1;
         report.sessions_deleted += deleted as i64;
         if (deleted as i64) < settings.cleanup_batch_size {
@@ -143,6 +150,7 @@ pub fn log_outcome(outcome: &Result<CleanupOutcome, DbError>) {
             events_deleted = r.events_deleted,
             throttles_deleted = r.throttles_deleted,
             statements = r.statements,
+            longest_statement_ms = r.longest_statement_ms,
             duration_ms = r.duration_ms,
             interrupted = r.interrupted,
             "cleanup finished"

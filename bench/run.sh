@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# latchkey load benchmark: builds the release binary, creates a fresh database, seeds users and
+# sessions (precomputed rows, not Argon2 logins), starts the server on 127.0.0.1 and runs wrk.
+#
+#   bench/run.sh [-b postgres|sqlite] [-s SESSIONS] [-u USERS] [-d DURATION] [-c "16 64"] [-l] [-f] [-B]
+#     -b  backend (default postgres)          -s  live sessions in the table (default 100000)
+#     -u  accounts (default 10000)            -d  wrk duration per run (default 20s)
+#     -c  connection counts for /me           -l  also measure POST /api/auth/login (c=16)
+#     -f  also measure /me (c=16) during a login flood (c=16)    -B  skip cargo build
+#
+# Prints one line per measurement:
+#   me c=16 rps=… p50_ms=… p99_ms=… errors=0 rss_mb=…
+# wrk draws cookies at random from 10,000 sessions. PostgreSQL is reached as
+# postgres@127.0.0.1:5432 (override with BENCH_PG); the database latchkey_bench is recreated.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+backend=postgres sessions=100000 users=10000 dur=20s conns="16 64" login=0 flood=0 build=1
+while getopts "b:s:u:d:c:lfB" o; do
+  case "$o" in
+    b) backend=$OPTARG ;; s) sessions=$OPTARG ;; u) users=$OPTARG ;; d) dur=$OPTARG ;;
+    c) conns=$OPTARG ;; l) login=1 ;; f) flood=1 ;; B) build=0 ;;
+    *) sed -n 2,14p "$0" >&2; exit 64 ;;
+  esac
+done
+command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 69; }
+pg="${BENCH_PG:-postgres://postgres@127.0.0.1:5432}"
+port="${BENCH_PORT:-8711}"
+base="http://127.0.0.1:$port"
+work="$(mktemp -d)"
+cookie_name="__Host-session"   # release profile default
+server_pid=""
+cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+[ "$build" = 1 ] && (cd "$root" && cargo build --release --quiet)
+
+case "$backend" in
+  postgres)
+    psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS latchkey_bench WITH (FORCE)" -c "CREATE DATABASE latchkey_bench" >/dev/null
+    url="$pg/latchkey_bench" ;;
+  sqlite) url="sqlite://$work/bench.db" ;;
+  *) echo "unknown backend $backend" >&2; exit 64 ;;
+esac
+
+start_server() {
+  (cd "$work" && DATABASE_URL="$url" ROCKET_PORT="$port" ROCKET_LOG_LEVEL=critical RUST_LOG=warn \
+    exec "$root/target/release/latchkey") &
+  server_pid=$!
+  for _ in $(seq 1 100); do curl -fs "$base/api/health" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  echo "server did not start" >&2; exit 1
+}
+start_server
+
+# One real registration gives the Argon2id hash of "password123" that every seeded account shares.
+curl -fs -H 'content-type: application/json' \
+  -d '{"email":"user0@example.com","name":"User 0","password":"password123"}' "$base/api/auth/register" >/dev/null
+
+t0=$(date +%s.%N)
+if [ "$backend" = postgres ]; then
+  hash="$(psql "$url" -Atc "SELECT password_hash FROM users WHERE email = 'user0@example.com'")"
+  psql "$url" -q -v users="$users" -v sessions="$sessions" -v expired=0 -v hash="$hash" -f "$here/seed_pg.sql"
+  psql "$url" -Atc "SELECT '$cookie_name=' || rtrim(translate(encode(sha256(('bench-' || i)::bytea), 'base64'), '+/', '-_'), '=')
+                    FROM generate_series(1, LEAST(10000, $sessions)) AS i" > "$work/cookies.txt"
+else
+  hash="$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(\"SELECT password_hash FROM users WHERE email='user0@example.com'\").fetchone()[0])" "$work/bench.db")"
+  python3 "$here/seed_sqlite.py" "$work/bench.db" "$users" "$sessions" "$hash" "$cookie_name" "$work/cookies.txt" 10000
+fi
+echo "# seeded $sessions sessions for $users users on $backend in $(echo "$(date +%s.%N) - $t0" | bc) s" >&2
+
+rss_mb() { awk '/VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$server_pid/status"; }
+peak_mb() { awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$server_pid/status"; }
+wrk_run() { # CONNS DURATION URL MODE ARG
+  wrk -t1 -c "$1" -d "$2" --timeout 10s -s "$here/wrk.lua" "$3" -- "$4" "$5" | grep '^rps='
+}
+
+for c in $conns; do
+  wrk_run "$c" 5s "$base/api/auth/me" me "$work/cookies.txt" >/dev/null   # warm-up
+  line="$(wrk_run "$c" "$dur" "$base/api/auth/me" me "$work/cookies.txt")"
+  echo "me backend=$backend sessions=$sessions c=$c $line rss_mb=$(rss_mb) peak_rss_mb=$(peak_mb)"
+done
+
+if [ "$login" = 1 ]; then
+  line="$(wrk_run 16 "$dur" "$base/api/auth/login" login "$users")"
+  echo "login backend=$backend c=16 $line rss_mb=$(rss_mb) peak_rss_mb=$(peak_mb)"
+fi
+
+if [ "$flood" = 1 ]; then
+  wrk_run 16 "$dur" "$base/api/auth/login" login "$users" > "$work/flood.txt" &
+  flood_pid=$!
+  sleep 1
+  line="$(wrk_run 16 "$(( ${dur%s} - 2 ))s" "$base/api/auth/me" me "$work/cookies.txt")"
+  wait "$flood_pid"
+  echo "me-during-login-flood backend=$backend c=16 $line login: $(cat "$work/flood.txt") peak_rss_mb=$(peak_mb)"
+fi

@@ -1,0 +1,185 @@
+// End-to-end test of the web page in Debian's headless Chromium, against the release server
+// on 127.0.0.1 with a fresh SQLite database. Two browser profiles (separate user-data-dirs)
+// sign in as the same person; the first signs the second out. A screenshot is taken at each
+// step into a folder printed at the start.
+//
+// Run: cargo build --release && (cd tests/e2e && npm ci && npm test)
+// Needs /usr/bin/chromium (apt-get install chromium). LATCHKEY_BIN overrides the server binary.
+
+import { spawn } from "node:child_process";
+import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { chromium } from "playwright-core";
+
+const root = resolve(import.meta.dirname, "..", "..");
+const serverBin = process.env.LATCHKEY_BIN || join(root, "target", "release", "latchkey");
+const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
+const shots = join(root, "target", "e2e-screenshots", new Date().toISOString().replace(/[:.]/g, "-"));
+mkdirSync(shots, { recursive: true });
+console.log(`screenshots: ${shots}`);
+
+const results = [];
+async function step(name, fn) {
+  try {
+    await fn();
+    results.push([name, true]);
+    console.log(`ok - ${name}`);
+  } catch (error) {
+    results.push([name, false]);
+    console.log(`not ok - ${name}\n  ${String(error && error.stack || error).split("\n").join("\n  ")}`);
+    throw error;
+  }
+}
+
+function freePort() {
+  return new Promise((ok, fail) => {
+    const srv = createServer();
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => ok(port));
+    });
+    srv.on("error", fail);
+  });
+}
+
+async function waitForHealth(base, server) {
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    if (server.exitCode !== null) throw new Error(`server exited with ${server.exitCode}`);
+    try {
+      const r = await fetch(`${base}/api/health`);
+      if (r.ok) return;
+    } catch { /* not up yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error("server did not become healthy");
+}
+
+const flags = [
+  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+];
+
+async function profile(name, viewport) {
+  const dir = mkdtempSync(join(tmpdir(), `latchkey-e2e-${name}-`));
+  const context = await chromium.launchPersistentContext(dir, {
+    executablePath: chromiumPath, headless: true, args: flags, viewport,
+  });
+  const page = context.pages()[0] || (await context.newPage());
+  return { context, page, dir };
+}
+
+let n = 0;
+async function shot(page, label, description) {
+  n += 1;
+  const file = join(shots, `${String(n).padStart(2, "0")}-${label}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  console.log(`  screenshot ${file}: ${description}`);
+}
+
+async function sessionRows(page) {
+  return page.locator("#sessions li").count();
+}
+
+const email = `e2e-${Date.now()}@example.com`;
+const password = "correct horse battery";
+const dataDir = mkdtempSync(join(tmpdir(), "latchkey-e2e-db-"));
+const port = await freePort();
+const base = `http://127.0.0.1:${port}`;
+const server = spawn(serverBin, [], {
+  cwd: dataDir,
+  env: { ...process.env, ROCKET_PORT: String(port), ROCKET_ADDRESS: "127.0.0.1", DATABASE_URL: `sqlite://${join(dataDir, "e2e.db")}` },
+  stdio: ["ignore", "ignore", "inherit"],
+});
+
+let first, second;
+let failed = false;
+try {
+  await waitForHealth(base, server);
+  first = await profile("first", { width: 1100, height: 900 });
+  second = await profile("second", { width: 375, height: 812 });
+  const a = first.page;
+  const b = second.page;
+
+  await step("register shows the account page", async () => {
+    await a.goto(base);
+    await a.locator("#auth").waitFor();
+    await a.click("#tab-register");
+    await a.fill("#register-name", "Ada Lovelace");
+    await a.fill("#register-email", "not-an-email");
+    await a.fill("#register-password", "short");
+    await a.click("#register-submit");
+    await a.locator('#register-form .field-error[data-for="email"]:not(:empty)').waitFor();
+    await shot(a, "register-validation", "inline validation messages from the API's fields");
+    await a.fill("#register-email", email);
+    await a.fill("#register-password", password);
+    await a.click("#register-submit");
+    await a.locator("#account").waitFor();
+    await a.locator("#sessions li").first().waitFor();
+    await shot(a, "registered", "signed in after registering, one session marked This device");
+  });
+
+  await step("log out, then log in again: one session, marked This device", async () => {
+    await a.click("#logout");
+    await a.locator("#login-form").waitFor();
+    await shot(a, "logged-out", "login form after logging out");
+    await a.fill("#login-email", email);
+    await a.fill("#login-password", "wrong password");
+    await a.click("#login-submit");
+    await a.locator("#login-form .notice.error").waitFor();
+    await a.fill("#login-password", password);
+    await a.click("#login-submit");
+    await a.locator("#sessions li").first().waitFor();
+    if ((await sessionRows(a)) !== 1) throw new Error(`expected 1 session, saw ${await sessionRows(a)}`);
+    const mark = await a.locator("#sessions li.current .badge").textContent();
+    if (mark !== "This device") throw new Error(`no This device mark (${mark})`);
+    await shot(a, "logged-in", "one session, This device; events show the failed attempt");
+  });
+
+  await step("a second profile signs in: the first sees two sessions", async () => {
+    await b.goto(base);
+    await b.fill("#login-email", email);
+    await b.fill("#login-password", password);
+    await b.click("#login-submit");
+    await b.locator("#sessions li").nth(1).waitFor();
+    await shot(b, "second-profile-phone-width", "second profile at 375 px wide: two sessions");
+    const overflow = await b.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    if (overflow > 0) throw new Error(`page is ${overflow}px wider than a 375px screen`);
+    await a.reload();
+    await a.locator("#sessions li").nth(1).waitFor();
+    if ((await sessionRows(a)) !== 2) throw new Error(`expected 2 sessions, saw ${await sessionRows(a)}`);
+    await shot(a, "two-sessions", "first profile sees two sessions, one with a Sign out button");
+  });
+
+  await step("the first profile signs the second out", async () => {
+    await a.locator("#sessions li:not(.current) button").click();
+    await a.waitForFunction(() => document.querySelectorAll("#sessions li").length === 1);
+    await shot(a, "signed-other-out", "back to one session after signing the other device out");
+  });
+
+  await step("the second profile's next action lands on the login form", async () => {
+    await b.click("#revoke-others").catch(() => {});
+    await b.locator("#login-form").waitFor({ state: "visible" });
+    await b.reload();
+    await b.locator("#login-form").waitFor({ state: "visible" });
+    await shot(b, "second-signed-out", "second profile shows the login form");
+  });
+} catch (error) {
+  failed = true;
+} finally {
+  for (const p of [first, second]) {
+    if (p) {
+      await p.context.close().catch(() => {});
+      rmSync(p.dir, { recursive: true, force: true });
+    }
+  }
+  server.kill("SIGTERM");
+  rmSync(dataDir, { recursive: true, force: true });
+}
+
+const passed = results.filter(([, ok]) => ok).length;
+const failures = results.length - passed + (failed && results.every(([, ok]) => ok) ? 1 : 0);
+console.log(`e2e: ${passed} passed, ${failures} failed`);
+process.exit(failures === 0 ? 0 : 1);
