@@ -38,14 +38,15 @@ trap cleanup EXIT
 case "$backend" in
   postgres)
     psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS latchkey_bench WITH (FORCE)" -c "CREATE DATABASE latchkey_bench" >/dev/null
+    [ -n "${BENCH_PG_ASYNC:-}" ] && psql "$pg/postgres" -qc "ALTER DATABASE latchkey_bench SET synchronous_commit = off"
     url="$pg/latchkey_bench" ;;
   sqlite) url="sqlite://$work/bench.db" ;;
   *) echo "unknown backend $backend" >&2; exit 64 ;;
 esac
 
 start_server() {
-  (cd "$work" && DATABASE_URL="$url" ROCKET_PORT="$port" ROCKET_LOG_LEVEL=critical RUST_LOG=warn \
-    exec "$root/target/release/latchkey") &
+  (cd "$work" && DATABASE_URL="$url" ROCKET_PORT="$port" ROCKET_LOG_LEVEL=off RUST_LOG=warn \
+    exec "$root/target/release/latchkey" > "$work/server.log" 2>&1) &
   server_pid=$!
   for _ in $(seq 1 100); do curl -fs "$base/api/health" >/dev/null 2>&1 && return 0; sleep 0.2; done
   echo "server did not start" >&2; exit 1

@@ -3,13 +3,17 @@
 
 use rocket::data::{self, Data, FromData, ToByteUnit};
 use rocket::request::Request;
+use rocket::tokio::io::AsyncReadExt;
 use serde::de::DeserializeOwned;
 
 use crate::api::error::ApiError;
 use crate::auth::csrf;
 use crate::App;
 
-pub const BODY_LIMIT_KIB: u64 = 16;
+/// The contract's limit for request bodies.
+pub const BODY_LIMIT_BYTES: usize = 16 * 1024;
+/// How much of an oversized body is read and discarded before answering 413.
+const DRAIN_LIMIT_KIB: u64 = 1024;
 
 pub struct JsonBody<T>(pub T);
 
@@ -22,12 +26,28 @@ async fn read<T: DeserializeOwned>(req: &Request<'_>, data: Data<'_>) -> Result<
     if !req.content_type().is_some_and(|ct| ct.is_json()) {
         return Err(ApiError::unsupported_media_type());
     }
-    let body = data
-        .open(BODY_LIMIT_KIB.kibibytes())
-        .into_bytes()
-        .await
-        .map_err(|_| ApiError::bad_request("The request body could not be read."))?;
-    if !body.is_complete() {
+    // Read up to the limit, then drain (without keeping) up to DRAIN_LIMIT more: a server that
+    // answers 413 and closes with unread data makes the client's TCP stack reset the
+    // connection, and the client may never see the answer.
+    let mut stream = data.open(DRAIN_LIMIT_KIB.kibibytes());
+    let mut body = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let mut too_large = false;
+    loop {
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|_| ApiError::bad_request("The request body could not be read."))?;
+        if n == 0 {
+            break;
+        }
+        if body.len() + n > BODY_LIMIT_BYTES {
+            too_large = true;
+        } else if !too_large {
+            body.extend_from_slice(&chunk[..n]);
+        }
+    }
+    if too_large {
         return Err(ApiError::payload_too_large());
     }
     serde_json::from_slice(&body).map_err(|e| {

@@ -7,7 +7,8 @@ pub mod models;
 pub mod schema;
 
 use std::fmt;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
@@ -16,6 +17,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError, QueryResult};
 use diesel::sqlite::SqliteConnection;
 use diesel::{Connection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use rocket::tokio::sync::Semaphore;
 
 use crate::config::{Backend, DatabaseTarget, Settings};
 
@@ -201,10 +203,16 @@ fn is_unavailable(e: &DieselError) -> bool {
 type Pool = r2d2::Pool<Manager>;
 
 /// The handle every part of the service holds: a pool plus the backend it talks to.
+///
+/// Async callers first take one of `pool_size` permits from a FIFO semaphore, so at most
+/// `pool_size` blocking tasks exist and each finds a free connection at once. Waiting in
+/// r2d2's own queue instead is unfair under load (a few requests starve for hundreds of ms).
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
     backend: Backend,
+    permits: Arc<Semaphore>,
+    wait: Duration,
 }
 
 impl Db {
@@ -232,6 +240,8 @@ impl Db {
         Db {
             pool,
             backend: settings.backend(),
+            permits: Arc::new(Semaphore::new(settings.pool_size as usize)),
+            wait: settings.pool_timeout,
         }
     }
 
@@ -255,8 +265,22 @@ impl Db {
         F: FnOnce(&mut DbConnection) -> QueryResult<T> + Send + 'static,
         T: Send + 'static,
     {
+        // One deadline covers both waits: for a permit, then for r2d2 to hand out or open a
+        // connection.
+        let deadline = Instant::now() + self.wait;
+        let permit =
+            match rocket::tokio::time::timeout(self.wait, self.permits.clone().acquire_owned())
+                .await
+            {
+                Ok(Ok(permit)) => permit,
+                _ => return Err(DbError::Unavailable),
+            };
         let db = self.clone();
-        match rocket::tokio::task::spawn_blocking(move || db.run_blocking(f)).await {
+        let task = move || {
+            let _permit = permit;
+            db.run_with_deadline(f, deadline)
+        };
+        match rocket::tokio::task::spawn_blocking(task).await {
             Ok(result) => result,
             Err(join) => {
                 tracing::error!(error = %join, "database task panicked");
@@ -270,7 +294,18 @@ impl Db {
     where
         F: FnOnce(&mut DbConnection) -> QueryResult<T>,
     {
-        let mut pooled = self.pool.get().map_err(|_| DbError::Unavailable)?;
+        self.run_with_deadline(f, Instant::now() + self.wait)
+    }
+
+    fn run_with_deadline<T, F>(&self, f: F, deadline: Instant) -> Result<T, DbError>
+    where
+        F: FnOnce(&mut DbConnection) -> QueryResult<T>,
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut pooled = self
+            .pool
+            .get_timeout(left)
+            .map_err(|_| DbError::Unavailable)?;
         let result = f(&mut pooled.conn);
         if let Err(e) = &result {
             if is_unavailable(e) {

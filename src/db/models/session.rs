@@ -136,7 +136,7 @@ impl Session {
         }
         let expires_at = policy.expires_at(self.created_at, now);
         // Guarded by the old last_seen_at, so two instances touching at once write once.
-        let written = diesel::update(
+        let update = diesel::update(
             sessions::table
                 .find(&self.id)
                 .filter(sessions::last_seen_at.eq(self.last_seen_at)),
@@ -144,8 +144,17 @@ impl Session {
         .set((
             sessions::last_seen_at.eq(now),
             sessions::expires_at.eq(expires_at),
-        ))
-        .execute(conn)?;
+        ));
+        let written = match conn {
+            // PostgreSQL only: a touch need not wait for its WAL flush. Losing the last few
+            // touches in a database crash only makes those sessions expire a little earlier,
+            // and it keeps an fsync off the hot path of authenticated reads.
+            DbConnection::Postgres(_) => conn.transaction(|conn| {
+                diesel::sql_query("SET LOCAL synchronous_commit TO OFF").execute(conn)?;
+                update.execute(conn)
+            })?,
+            DbConnection::Sqlite(_) => update.execute(conn)?,
+        };
         if written == 1 {
             self.last_seen_at = now;
             self.expires_at = expires_at;
