@@ -19,6 +19,13 @@ DATABASE_URL="$url" "$root/target/release/latchkey-worker" migrate
 t0=$(date +%s.%N)
 psql "$url" -q -v users=10000 -v sessions="$active" -v expired="$expired" -v hash='x' -f "$here/seed_pg.sql"
 echo "# seeded $expired expired + $active active sessions in $(echo "$(date +%s.%N) - $t0" | bc) s" >&2
+# What /api/admin/session-stats asks, timed on the full table.
+psql "$url" -qAt <<'SQL'
+\timing on
+SELECT count(*) FROM sessions;
+SELECT count(*) FROM sessions WHERE expires_at > now() AT TIME ZONE 'UTC';
+SELECT count(DISTINCT user_id) FROM sessions WHERE expires_at > now() AT TIME ZONE 'UTC';
+SQL
 t0=$(date +%s.%N)
 DATABASE_URL="$url" ROCKET_CLEANUP_BATCH_SIZE="$batch" RUST_LOG=warn "$root/target/release/latchkey-worker" --once
 echo "cleanup expired=$expired active=$active batch=$batch wall_s=$(echo "$(date +%s.%N) - $t0" | bc)"

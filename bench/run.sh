@@ -7,6 +7,8 @@
 #     -u  accounts (default 10000)            -d  wrk duration per run (default 20s)
 #     -c  connection counts for /me           -l  also measure POST /api/auth/login (c=16)
 #     -f  also measure /me (c=16) during a login flood (c=16)    -B  skip cargo build
+#     -p  pool_size (default 2 × cores: more connections than the cores can serve only add
+#         scheduling delay on a machine that also runs PostgreSQL and wrk)
 #
 # Prints one line per measurement:
 #   me c=16 rps=… p50_ms=… p99_ms=… errors=0 rss_mb=…
@@ -16,11 +18,12 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 backend=postgres sessions=100000 users=10000 dur=20s conns="16 64" login=0 flood=0 build=1
-while getopts "b:s:u:d:c:lfB" o; do
+pool=$(( 2 * $(nproc) ))
+while getopts "b:s:u:d:c:p:lfB" o; do
   case "$o" in
     b) backend=$OPTARG ;; s) sessions=$OPTARG ;; u) users=$OPTARG ;; d) dur=$OPTARG ;;
-    c) conns=$OPTARG ;; l) login=1 ;; f) flood=1 ;; B) build=0 ;;
-    *) sed -n 2,14p "$0" >&2; exit 64 ;;
+    c) conns=$OPTARG ;; p) pool=$OPTARG ;; l) login=1 ;; f) flood=1 ;; B) build=0 ;;
+    *) sed -n 2,16p "$0" >&2; exit 64 ;;
   esac
 done
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 69; }
@@ -45,7 +48,7 @@ case "$backend" in
 esac
 
 start_server() {
-  (cd "$work" && DATABASE_URL="$url" ROCKET_PORT="$port" ROCKET_LOG_LEVEL=off RUST_LOG=warn \
+  (cd "$work" && DATABASE_URL="$url" ROCKET_PORT="$port" ROCKET_POOL_SIZE="$pool" ROCKET_LOG_LEVEL=off RUST_LOG=warn \
     exec "$root/target/release/latchkey" > "$work/server.log" 2>&1) &
   server_pid=$!
   for _ in $(seq 1 100); do curl -fs "$base/api/health" >/dev/null 2>&1 && return 0; sleep 0.2; done
@@ -78,7 +81,7 @@ wrk_run() { # CONNS DURATION URL MODE ARG
 for c in $conns; do
   wrk_run "$c" 5s "$base/api/auth/me" me "$work/cookies.txt" >/dev/null   # warm-up
   line="$(wrk_run "$c" "$dur" "$base/api/auth/me" me "$work/cookies.txt")"
-  echo "me backend=$backend sessions=$sessions c=$c $line rss_mb=$(rss_mb) peak_rss_mb=$(peak_mb)"
+  echo "me backend=$backend sessions=$sessions pool=$pool c=$c $line rss_mb=$(rss_mb) peak_rss_mb=$(peak_mb)"
 done
 
 if [ "$login" = 1 ]; then

@@ -96,11 +96,14 @@ fn run_once(db: &Db, settings: &Settings) -> ExitCode {
     match outcome {
         Ok(CleanupOutcome::Ran(report)) => {
             println!(
-                "deleted {} expired sessions, {} old events, {} stale login counters in {} ms",
+                "deleted {} expired sessions, {} old events, {} stale login counters in {} ms \
+                 ({} statements, longest {} ms)",
                 report.sessions_deleted,
                 report.events_deleted,
                 report.throttles_deleted,
-                report.duration_ms
+                report.duration_ms,
+                report.statements,
+                report.longest_statement_ms
             );
             ExitCode::SUCCESS
         }
