@@ -114,13 +114,22 @@ impl Session {
         hash: &TokenHash,
         now: NaiveDateTime,
     ) -> QueryResult<Option<(Session, User)>> {
-        sessions::table
-            .inner_join(users::table)
-            .filter(sessions::token_hash.eq(hash.as_bytes()))
-            .filter(sessions::expires_at.gt(now))
-            .select((Session::as_select(), User::as_select()))
-            .first(conn)
-            .optional()
+        // The hot path of every authenticated request, run on the concrete connection: there
+        // Diesel keys its prepared-statement cache by the query's type and never rebuilds the
+        // SQL text, which it does on each call through the multi-backend connection.
+        macro_rules! query {
+            () => {
+                sessions::table
+                    .inner_join(users::table)
+                    .filter(sessions::token_hash.eq(hash.as_bytes()))
+                    .filter(sessions::expires_at.gt(now))
+                    .select((Session::as_select(), User::as_select()))
+            };
+        }
+        match conn {
+            DbConnection::Postgres(pg) => query!().first(pg).optional(),
+            DbConnection::Sqlite(sqlite) => query!().first(sqlite).optional(),
+        }
     }
 
     /// Rolling expiry: records activity at most once per `touch_interval`, extending expiry
