@@ -258,26 +258,24 @@ fn recorded_runs(db: &Db) -> i64 {
         .unwrap_or(-1)
 }
 
-/// A schedule of every second: at least two runs, then SIGTERM ends the worker with 0.
-fn worker_schedule_then_sigterm(backend: Backend) {
-    let Some(test_db) = TestDb::new(backend) else {
-        return;
-    };
-    let scratch = Scratch::new();
-    let mut worker = command(
-        WORKER,
-        &scratch.0,
-        &[
-            ("DATABASE_URL", &test_db.url),
-            ("ROCKET_CLEANUP_SCHEDULE", "* * * * * *"),
-        ],
-    )
-    .spawn()
-    .unwrap();
+/// Starts the worker with a schedule of every second and waits until it has recorded `runs`
+/// cleanups; returns the running worker.
+fn ticking_worker(
+    test_db: &TestDb,
+    scratch: &Scratch,
+    extra_env: &[(&str, &str)],
+    runs: i64,
+) -> Child {
+    let mut env = vec![
+        ("DATABASE_URL", test_db.url.as_str()),
+        ("ROCKET_CLEANUP_SCHEDULE", "* * * * * *"),
+    ];
+    env.extend_from_slice(extra_env);
+    let mut worker = command(WORKER, &scratch.0, &env).spawn().unwrap();
     let db = Db::pool_only(&test_db.settings());
     let deadline = Instant::now() + Duration::from_secs(20);
-    while recorded_runs(&db) < 2 {
-        assert!(Instant::now() < deadline, "fewer than two runs in 20 s");
+    while recorded_runs(&db) < runs {
+        assert!(Instant::now() < deadline, "fewer than {runs} runs in 20 s");
         assert!(
             worker.try_wait().unwrap().is_none(),
             "worker exited: {}",
@@ -285,6 +283,16 @@ fn worker_schedule_then_sigterm(backend: Backend) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    worker
+}
+
+/// A schedule of every second: at least two runs, then SIGTERM ends the worker with 0.
+fn worker_schedule_then_sigterm(backend: Backend) {
+    let Some(test_db) = TestDb::new(backend) else {
+        return;
+    };
+    let scratch = Scratch::new();
+    let mut worker = ticking_worker(&test_db, &scratch, &[], 2);
     sigterm(&worker);
     let status = wait_for_exit(&mut worker, Duration::from_secs(10)).expect("stops on SIGTERM");
     let text = output(&mut worker);
@@ -300,24 +308,7 @@ fn worker_survives_database_outages() {
         return;
     };
     let scratch = Scratch::new();
-    let mut worker = command(
-        WORKER,
-        &scratch.0,
-        &[
-            ("DATABASE_URL", &test_db.url),
-            ("ROCKET_CLEANUP_SCHEDULE", "* * * * * *"),
-            ("ROCKET_POOL_TIMEOUT_MS", "500"),
-        ],
-    )
-    .spawn()
-    .unwrap();
-    let db = Db::pool_only(&test_db.settings());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while recorded_runs(&db) < 1 {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    drop(db);
+    let mut worker = ticking_worker(&test_db, &scratch, &[("ROCKET_POOL_TIMEOUT_MS", "500")], 1);
     let name = test_db.url.rsplit('/').next().unwrap().to_string();
     let mut admin = PgConnection::establish(&format!("{}/postgres", pg_base_url())).unwrap();
     diesel::sql_query(format!("DROP DATABASE {name} WITH (FORCE)"))
