@@ -14,9 +14,10 @@ import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
 
 const root = resolve(import.meta.dirname, "..", "..");
-const serverBin = process.env.LATCHKEY_BIN || join(root, "target", "release", "latchkey");
+const targetDir = process.env.CARGO_TARGET_DIR || join(root, "target");
+const serverBin = process.env.LATCHKEY_BIN || join(targetDir, "release", "latchkey");
 const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
-const shots = join(root, "target", "e2e-screenshots", new Date().toISOString().replace(/[:.]/g, "-"));
+const shots = join(targetDir, "e2e-screenshots", new Date().toISOString().replace(/[:.]/g, "-"));
 mkdirSync(shots, { recursive: true });
 console.log(`screenshots: ${shots}`);
 
