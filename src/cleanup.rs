@@ -112,23 +112,31 @@ fn clean(
     Ok(report)
 }
 
-/// One cleanup on the calling (blocking) thread. `stop` ends it after the batch in hand.
+/// One cleanup on a connection the caller holds (the worker's `--once` uses a single
+/// connection and no pool). `stop` ends it after the batch in hand.
+pub fn run_on(
+    conn: &mut DbConnection,
+    settings: &Settings,
+    stop: &AtomicBool,
+) -> QueryResult<CleanupOutcome> {
+    if !try_lock(conn)? {
+        return Ok(CleanupOutcome::Skipped);
+    }
+    let result = clean(conn, settings, stop);
+    // Release even after an error; if the connection itself is gone, so is the lock.
+    let released = unlock(conn);
+    let report = result?;
+    released?;
+    Ok(CleanupOutcome::Ran(report))
+}
+
+/// One cleanup with a pooled connection, on the calling (blocking) thread.
 pub fn run_blocking(
     db: &Db,
     settings: &Settings,
     stop: &AtomicBool,
 ) -> Result<CleanupOutcome, DbError> {
-    db.run_blocking(|conn| {
-        if !try_lock(conn)? {
-            return Ok(CleanupOutcome::Skipped);
-        }
-        let result = clean(conn, settings, stop);
-        // Release even after an error; if the connection itself is gone, so is the lock.
-        let released = unlock(conn);
-        let report = result?;
-        released?;
-        Ok(CleanupOutcome::Ran(report))
-    })
+    db.run_blocking(|conn| run_on(conn, settings, stop))
 }
 
 /// The same from async code (the admin endpoint, the worker's schedule).

@@ -1,6 +1,5 @@
 //! What the API shows of users and sessions: never a password hash, a token or its hash.
 
-use chrono::NaiveDateTime;
 use serde::Serialize;
 
 use crate::clock::rfc3339;
@@ -78,8 +77,4 @@ impl From<SecurityEvent> for EventView {
             user_agent: event.user_agent,
         }
     }
-}
-
-pub fn opt_time(t: Option<NaiveDateTime>) -> Option<String> {
-    t.map(rfc3339)
 }

@@ -11,7 +11,7 @@ use latchkey::cleanup::{self, CleanupOutcome};
 use latchkey::clock;
 use latchkey::config::{self, Settings};
 use latchkey::db::models::{Role, User};
-use latchkey::db::{self, Db};
+use latchkey::db::{self, Db, DbConnection};
 use tokio::sync::Mutex;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
@@ -61,37 +61,44 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a Tokio runtime can start");
     match cli.command {
         Some(Command::Migrate) => one_shot(&settings, |_| ExitCode::SUCCESS),
-        Some(Command::Admin { action }) => one_shot(&settings, |db| set_role(db, action)),
-        None if cli.once => one_shot(&settings, |db| run_once(db, &settings)),
-        None => runtime.block_on(scheduled(settings)),
+        Some(Command::Admin { action }) => one_shot(&settings, |conn| set_role(conn, action)),
+        None if cli.once => one_shot(&settings, |conn| run_once(conn, &settings)),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a Tokio runtime can start")
+            .block_on(scheduled(settings)),
     }
 }
 
-/// Connects and migrates (failing fast, with the reason), then runs `work`.
-fn one_shot(settings: &Settings, work: impl FnOnce(&Db) -> ExitCode) -> ExitCode {
-    match Db::connect_and_migrate(settings) {
-        Ok((db, applied)) => {
-            if applied > 0 {
-                tracing::info!(applied, "migrations applied");
-            }
-            work(&db)
-        }
+/// Connects and migrates (failing fast, with the reason), then runs `work` on that one
+/// connection. No pool: a pool's background threads opening TLS connections while the
+/// process exits can crash libpq/OpenSSL's exit handlers.
+fn one_shot(settings: &Settings, work: impl FnOnce(&mut DbConnection) -> ExitCode) -> ExitCode {
+    let mut conn = match db::establish(&settings.database) {
+        Ok(conn) => conn,
         Err(e) => {
-            eprintln!("latchkey-worker: invalid configuration: `database_url` {e}");
-            ExitCode::from(1)
+            eprintln!("latchkey-worker: invalid configuration: `database_url` cannot connect: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match db::run_migrations(&mut conn) {
+        Ok(applied) if applied > 0 => tracing::info!(applied, "migrations applied"),
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("latchkey-worker: {e}");
+            return ExitCode::from(1);
         }
     }
+    work(&mut conn)
 }
 
-fn run_once(db: &Db, settings: &Settings) -> ExitCode {
-    let outcome = cleanup::run_blocking(db, settings, &AtomicBool::new(false));
+fn run_once(conn: &mut DbConnection, settings: &Settings) -> ExitCode {
+    let outcome =
+        cleanup::run_on(conn, settings, &AtomicBool::new(false)).map_err(db::DbError::from);
     cleanup::log_outcome(&outcome);
     match outcome {
         Ok(CleanupOutcome::Ran(report)) => {
@@ -118,14 +125,13 @@ fn run_once(db: &Db, settings: &Settings) -> ExitCode {
     }
 }
 
-fn set_role(db: &Db, action: AdminAction) -> ExitCode {
+fn set_role(conn: &mut DbConnection, action: AdminAction) -> ExitCode {
     let (email, role) = match action {
         AdminAction::Promote { email } => (email, Role::Admin),
         AdminAction::Demote { email } => (email, Role::User),
     };
     let email = email.trim().to_lowercase();
-    let lookup = email.clone();
-    match db.run_blocking(move |conn| User::set_role(conn, &lookup, role, clock::now())) {
+    match User::set_role(conn, &email, role, clock::now()).map_err(db::DbError::from) {
         Ok(1) => {
             println!("{email} is now {}", role.as_str());
             ExitCode::SUCCESS
