@@ -4,9 +4,6 @@ use std::process::ExitCode;
 
 use latchkey::config::{self, Settings};
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[rocket::main]
 async fn main() -> ExitCode {
     latchkey::init_tracing();
