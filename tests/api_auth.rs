@@ -166,8 +166,19 @@ fn login_revokes_presented_session(backend: Backend) {
         Status::Unauthorized
     );
     assert_eq!(
-        h.get("/api/auth/me", &Auth::Cookie(second)).status,
+        h.get("/api/auth/me", &Auth::Cookie(second.clone())).status,
         Status::Ok
+    );
+    // Registering a new account from the same browser replaces its session too.
+    let reply = h.post(
+        "/api/auth/register",
+        json!({ "email": "b@example.com", "name": "B", "password": PASSWORD }),
+        &Auth::Cookie(second.clone()),
+    );
+    assert_eq!(reply.status, Status::Created);
+    assert_eq!(
+        h.get("/api/auth/me", &Auth::Cookie(second)).status,
+        Status::Unauthorized
     );
 }
 

@@ -161,6 +161,15 @@ fn record(
     )
 }
 
+/// The session a browser's cookie names, which a new sign-in replaces (session fixation
+/// defence). Only a cookie can be fixed on a victim; bearer clients manage their own tokens.
+fn replaced_cookie_session(presented: PresentedToken) -> Option<TokenHash> {
+    match presented.0 {
+        Some((token, Via::Cookie)) => Some(token.hash()),
+        _ => None,
+    }
+}
+
 #[derive(Deserialize)]
 struct RegisterBody {
     email: String,
@@ -173,8 +182,10 @@ async fn register(
     app: &State<App>,
     client: ClientInfo,
     jar: &CookieJar<'_>,
+    presented: PresentedToken,
     body: JsonBody<RegisterBody>,
 ) -> ApiResult<(Status, Json<AuthBody>)> {
+    let replace = replaced_cookie_session(presented);
     let RegisterBody {
         email,
         name,
@@ -216,6 +227,9 @@ async fn register(
                         updated_at: now,
                     },
                 )?;
+                if let Some(hash) = &replace {
+                    Session::revoke_by_token(conn, hash)?;
+                }
                 let (session, token) = Session::create(conn, &policy, &user.id, &client, now)?;
                 record(
                     conn,
@@ -355,11 +369,7 @@ async fn login(
     presented: PresentedToken,
     body: JsonBody<LoginBody>,
 ) -> ApiResult<Json<AuthBody>> {
-    // Only a cookie can be fixed on a victim; a bearer client manages its own tokens.
-    let replace = match presented.0 {
-        Some((token, Via::Cookie)) => Some(token.hash()),
-        _ => None,
-    };
+    let replace = replaced_cookie_session(presented);
     let (user, session, token) = sign_in(app, client, body.0, replace).await?;
     cookies::set_session(jar, &app.settings, &token, &session, clock::now());
     Ok(Json(AuthBody::new(&user, &session)))
