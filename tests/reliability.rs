@@ -423,6 +423,37 @@ fn database_outage_is_503_and_recovers() {
     );
 }
 
+/// A database restart while the server is idle (every pooled connection dies quietly) fails
+/// no request afterwards: idle connections are pinged before use.
+#[test]
+fn database_restart_while_idle_fails_no_request() {
+    let Some(db) = TestDb::new(Backend::Postgres) else {
+        return;
+    };
+    let mut proxy = Proxy::start("127.0.0.1:5432", 0);
+    let url = db
+        .url
+        .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
+    let server = Server::start(&url, &[("ROCKET_POOL_SIZE", "4")]);
+    let token = register(&server.base, "a@example.com");
+    // Use several pooled connections, then let them sit idle.
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (base, token) = (server.base.clone(), token.clone());
+            thread::spawn(move || (0..20).all(|_| me(&base, &token) == 200))
+        })
+        .collect();
+    assert!(workers.into_iter().all(|w| w.join().unwrap()));
+    proxy.cut();
+    let _proxy = Proxy::start("127.0.0.1:5432", proxy.port);
+    thread::sleep(Duration::from_millis(1500));
+    let statuses: Vec<u16> = (0..10).map(|_| me(&server.base, &token)).collect();
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "after the restart: {statuses:?}"
+    );
+}
+
 /// 50 parallel refreshes of one token: exactly one wins; 50 parallel logins: 50 sessions;
 /// logout-all racing logins never leaves an earlier session valid.
 fn races(backend: Backend) {

@@ -101,11 +101,17 @@ pub fn run_migrations(conn: &mut DbConnection) -> Result<usize, String> {
 }
 
 /// A pooled connection, remembering when a query showed the server has gone away so that r2d2
-/// discards it instead of handing it out again (we don't ping on every checkout).
+/// discards it instead of handing it out again, and when it was last used.
 pub struct PooledConnection {
     conn: DbConnection,
     broken: bool,
+    last_used: Instant,
 }
+
+/// A connection idle for longer than this is pinged before use. Busy connections are not (a
+/// ping per request would double the round trips of every authenticated request); idle ones
+/// are the ones a database restart leaves dead, and a ping keeps that from failing a request.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct ConnectError(String);
@@ -131,6 +137,7 @@ impl r2d2::ManageConnection for Manager {
             .map(|conn| PooledConnection {
                 conn,
                 broken: false,
+                last_used: Instant::now(),
             })
             .map_err(ConnectError)
     }
@@ -301,17 +308,25 @@ impl Db {
     where
         F: FnOnce(&mut DbConnection) -> QueryResult<T>,
     {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let mut pooled = self
-            .pool
-            .get_timeout(left)
-            .map_err(|_| DbError::Unavailable)?;
-        let result = f(&mut pooled.conn);
-        if let Err(e) = &result {
-            if is_unavailable(e) {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut pooled = self
+                .pool
+                .get_timeout(left)
+                .map_err(|_| DbError::Unavailable)?;
+            if pooled.last_used.elapsed() > PING_AFTER_IDLE && pooled.conn.ping().is_err() {
+                // Dead while idle (a database restart): discard it and take another.
                 pooled.broken = true;
+                continue;
             }
+            let result = f(&mut pooled.conn);
+            pooled.last_used = Instant::now();
+            if let Err(e) = &result {
+                if is_unavailable(e) {
+                    pooled.broken = true;
+                }
+            }
+            return result.map_err(DbError::from);
         }
-        result.map_err(DbError::from)
     }
 }
