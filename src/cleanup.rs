@@ -4,6 +4,7 @@
 //! the whole run holds an advisory lock, so concurrent workers take turns instead of racing.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use diesel::sql_types::Bool;
@@ -139,15 +140,15 @@ pub fn run_blocking(
     db.run_blocking(|conn| run_on(conn, settings, stop))
 }
 
-/// The same from async code (the admin endpoint, the worker's schedule).
-pub async fn run(db: &Db, settings: &Settings) -> Result<CleanupOutcome, DbError> {
-    let db = db.clone();
+/// The same from async code (the admin endpoint, the worker's schedule), through the pool's
+/// usual path off the async workers. `stop` ends it after the batch in hand.
+pub async fn run(
+    db: &Db,
+    settings: &Settings,
+    stop: Arc<AtomicBool>,
+) -> Result<CleanupOutcome, DbError> {
     let settings = settings.clone();
-    rocket::tokio::task::spawn_blocking(move || {
-        run_blocking(&db, &settings, &AtomicBool::new(false))
-    })
-    .await
-    .unwrap_or(Err(DbError::Unavailable))
+    db.run(move |conn| run_on(conn, &settings, &stop)).await
 }
 
 /// The one line logged per run.

@@ -338,16 +338,22 @@ impl Proxy {
     }
 }
 
+/// A server whose PostgreSQL connections go through a proxy the test can cut.
+fn behind_proxy(db: &TestDb, env: &[(&str, &str)]) -> (Proxy, Server) {
+    let proxy = Proxy::start("127.0.0.1:5432", 0);
+    let url = db
+        .url
+        .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
+    let server = Server::start(&url, env);
+    (proxy, server)
+}
+
 #[test]
 fn database_outage_is_503_and_recovers() {
     let Some(db) = TestDb::new(Backend::Postgres) else {
         return;
     };
-    let mut proxy = Proxy::start("127.0.0.1:5432", 0);
-    let url = db
-        .url
-        .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
-    let server = Server::start(&url, &[("ROCKET_POOL_TIMEOUT_MS", "1000")]);
+    let (mut proxy, server) = behind_proxy(&db, &[("ROCKET_POOL_TIMEOUT_MS", "1000")]);
     let token = register(&server.base, "a@example.com");
     let cookie_login = send(
         agent().post(&format!("{}/api/auth/login", server.base)),
@@ -430,11 +436,7 @@ fn database_restart_while_idle_fails_no_request() {
     let Some(db) = TestDb::new(Backend::Postgres) else {
         return;
     };
-    let mut proxy = Proxy::start("127.0.0.1:5432", 0);
-    let url = db
-        .url
-        .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
-    let server = Server::start(&url, &[("ROCKET_POOL_SIZE", "4")]);
+    let (mut proxy, server) = behind_proxy(&db, &[("ROCKET_POOL_SIZE", "4")]);
     let token = register(&server.base, "a@example.com");
     // Use several pooled connections, then let them sit idle.
     let workers: Vec<_> = (0..8)

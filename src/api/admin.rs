@@ -55,7 +55,7 @@ async fn cleanup_sessions(app: &State<App>, caller: CleanupCaller) -> ApiResult<
         tracing::info!(admin = %admin.user.id, "cleanup requested over HTTP");
     }
     app.metrics.cleanup_runs.inc();
-    let outcome = cleanup::run(&app.db, &app.settings).await;
+    let outcome = cleanup::run(&app.db, &app.settings, Default::default()).await;
     cleanup::log_outcome(&outcome);
     let deleted = match outcome? {
         CleanupOutcome::Ran(report) => report.sessions_deleted,

@@ -218,12 +218,7 @@ async fn scheduled(settings: Settings) -> ExitCode {
             if worker.stop.load(Ordering::SeqCst) {
                 return;
             }
-            let task_worker = worker.clone();
-            let outcome = tokio::task::spawn_blocking(move || {
-                cleanup::run_blocking(&task_worker.db, &task_worker.settings, &task_worker.stop)
-            })
-            .await
-            .unwrap_or(Err(db::DbError::Unavailable));
+            let outcome = cleanup::run(&worker.db, &worker.settings, worker.stop.clone()).await;
             cleanup::log_outcome(&outcome);
         })
     });
