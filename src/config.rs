@@ -101,6 +101,9 @@ pub struct Settings {
     pub database: DatabaseTarget,
     pub pool_size: u32,
     pub pool_timeout: Duration,
+    /// How many async workers may run the session lookup themselves at once (see
+    /// `Db::read_inline`): one fewer than Rocket's `workers`, so one is always free.
+    pub inline_reads: usize,
     pub session_idle_timeout: chrono::Duration,
     pub session_absolute_timeout: chrono::Duration,
     pub session_touch_interval: chrono::Duration,
@@ -142,6 +145,7 @@ impl std::error::Error for ConfigError {}
 struct Raw {
     database_url: String,
     pool_size: Option<i64>,
+    workers: Option<i64>,
     pool_timeout_ms: i64,
     session_idle_timeout: i64,
     session_absolute_timeout: i64,
@@ -166,6 +170,7 @@ impl Default for Raw {
         Raw {
             database_url: "sqlite://latchkey.db".into(),
             pool_size: None,
+            workers: None,
             pool_timeout_ms: 2000,
             session_idle_timeout: 7 * 86_400,
             session_absolute_timeout: 30 * 86_400,
@@ -194,10 +199,17 @@ pub fn figment() -> Figment {
     let profile = Profile::from_env_or("ROCKET_PROFILE", rocket::Config::DEFAULT_PROFILE);
     Figment::from(rocket::Config::default())
         .merge(Serialized::default("ip_header", false))
+        .merge(Serialized::default("workers", default_workers()))
         .merge(Toml::file(Env::var_or("ROCKET_CONFIG", "Rocket.toml")).nested())
         .merge(Env::prefixed("ROCKET_").ignore(&["PROFILE"]).global())
         .merge(Env::raw().only(&["DATABASE_URL", "CRON_SECRET"]).global())
         .select(profile)
+}
+
+/// Rocket's async workers: two per core rather than Rocket's one, because a worker running the
+/// session lookup inline (`Db::read_inline`) waits for the database meanwhile.
+pub fn default_workers() -> usize {
+    2 * std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn positive(key: &str, value: i64) -> Result<i64, ConfigError> {
@@ -247,6 +259,10 @@ impl Settings {
                 Backend::Postgres => 16,
                 Backend::Sqlite => 4,
             },
+        };
+        let workers = match raw.workers {
+            Some(n) => positive("workers", n)?.min(1024) as usize,
+            None => default_workers(),
         };
         let pool_timeout =
             Duration::from_millis(positive("pool_timeout_ms", raw.pool_timeout_ms)? as u64);
@@ -307,6 +323,7 @@ impl Settings {
             database,
             pool_size,
             pool_timeout,
+            inline_reads: workers - 1,
             session_idle_timeout: idle,
             session_absolute_timeout: absolute,
             session_touch_interval: seconds("session_touch_interval", raw.session_touch_interval)?,

@@ -1,9 +1,9 @@
 //! latchkey: database-backed sessions and authentication for Rocket.
 //!
 //! Data flow: a request's cookie or bearer token → `auth::guard` (token parsed, hashed) →
-//! `db::Db::run` (one pooled query joining session and user, off the async workers) → a route
-//! in `api` → JSON, with errors in one shape from `api::error`. The worker binary and the
-//! admin endpoint share `cleanup`.
+//! `db::Db::read_inline` (one pooled query joining session and user, on the async worker when a
+//! warm connection is free, else off it) → a route in `api` → JSON, with errors in one shape
+//! from `api::error`. The worker binary and the admin endpoint share `cleanup`.
 
 pub mod api;
 pub mod auth;

@@ -10,7 +10,7 @@ use latchkey::clock;
 use latchkey::db::models::session::ClientInfo;
 use latchkey::db::models::{Session, SessionPolicy, User};
 use latchkey::db::schema::sessions;
-use latchkey::db::{establish, run_migrations, Db};
+use latchkey::db::{establish, run_migrations, Db, DbError};
 
 struct Store {
     db: Db,
@@ -275,7 +275,92 @@ fn postgres_outage_never_falls_back_to_sqlite() {
     assert!(!std::path::Path::new("none").exists());
 }
 
+/// A connection held by another query for `hold`; meanwhile `read_inline` is called on a
+/// single-threaded runtime with a ticker task beside it.
+fn inline_read_while_pool_busy(
+    backend: Backend,
+    pool_timeout: std::time::Duration,
+    hold: std::time::Duration,
+) -> Option<(Result<i32, DbError>, std::time::Duration, u32)> {
+    use rocket::tokio;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    let test_db = TestDb::new(backend)?;
+    let mut settings = test_db.settings();
+    settings.pool_size = 1;
+    settings.pool_timeout = pool_timeout;
+    let (db, _) = Db::connect_and_migrate(&settings).expect("connect and migrate");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ticks = Arc::new(AtomicU32::new(0));
+    let (result, waited) = runtime.block_on(async {
+        let busy = db.clone();
+        tokio::spawn(async move {
+            busy.run(move |conn| {
+                std::thread::sleep(hold);
+                diesel::select(1.into_sql::<diesel::sql_types::Integer>()).get_result::<i32>(conn)
+            })
+            .await
+        });
+        let counter = ticks.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let started = Instant::now();
+        let result = db
+            .read_inline(|conn| {
+                diesel::select(2.into_sql::<diesel::sql_types::Integer>()).get_result::<i32>(conn)
+            })
+            .await;
+        (result, started.elapsed())
+    });
+    Some((result, waited, ticks.load(Ordering::Relaxed)))
+}
+
+/// With no connection free, the inline read waits its turn off the async worker (the ticker
+/// keeps running) instead of blocking it or jumping the queue.
+fn inline_read_waits_for_a_busy_pool(backend: Backend) {
+    let hold = std::time::Duration::from_millis(500);
+    let Some((result, waited, ticks)) =
+        inline_read_while_pool_busy(backend, std::time::Duration::from_secs(5), hold)
+    else {
+        return;
+    };
+    assert_eq!(result.expect("served once the connection is back"), 2);
+    assert!(
+        waited >= std::time::Duration::from_millis(350),
+        "{waited:?}"
+    );
+    assert!(ticks >= 20, "the async worker was blocked: {ticks} ticks");
+}
+
+/// ... and when the wait outlasts `pool_timeout_ms`, it is `Unavailable` (503), not a hang.
+fn inline_read_times_out_on_a_busy_pool(backend: Backend) {
+    let Some((result, waited, _)) = inline_read_while_pool_busy(
+        backend,
+        std::time::Duration::from_millis(150),
+        std::time::Duration::from_millis(1500),
+    ) else {
+        return;
+    };
+    assert!(matches!(result, Err(DbError::Unavailable)), "{result:?}");
+    assert!(
+        waited < std::time::Duration::from_millis(1000),
+        "{waited:?}"
+    );
+}
+
 on_both_backends!(
+    inline_read_waits_for_a_busy_pool,
+    inline_read_times_out_on_a_busy_pool,
     create_and_resolve,
     expired_session_does_not_resolve,
     touch_is_throttled_and_capped,

@@ -121,16 +121,22 @@ async fn authenticate(req: &Request<'_>, app: &App) -> Result<CurrentSession, Ap
     let now = clock::now();
     let found = app
         .db
-        .run(move |conn| match Session::resolve(conn, &hash, now)? {
-            Some((mut session, user)) => {
-                let touched = session.touch(conn, &policy, now)?;
-                Ok(Some((session, user, touched)))
-            }
-            None => Ok(None),
-        })
+        .read_inline(move |conn| Session::resolve(conn, &hash, now))
         .await?;
     match found {
-        Some((session, user, touched)) => {
+        Some((mut session, user)) => {
+            // A write may wait on row locks: it goes through the blocking pool, and it is due
+            // at most once per touch interval.
+            let mut touched = false;
+            if session.due_for_touch(&policy, now) {
+                (session, touched) = app
+                    .db
+                    .run(move |conn| {
+                        let touched = session.touch(conn, &policy, now)?;
+                        Ok((session, touched))
+                    })
+                    .await?;
+            }
             if touched && via == Via::Cookie {
                 cookies::set_session(req.cookies(), &app.settings, &token, &session, now);
             }

@@ -1,6 +1,7 @@
 //! The one place that knows the backend: URL scheme → connection, the r2d2 pool and its
 //! per-connection setup, the embedded migrations, and running Diesel calls off the async workers
-//! with a bounded wait that becomes 503. Elsewhere only upserts and advisory locks look at the
+//! (or, for the session lookup alone, inline when it can start at once) with a bounded wait that
+//! becomes 503. Elsewhere only upserts and advisory locks look at the
 //! backend, and they say so.
 
 pub mod models;
@@ -219,6 +220,7 @@ pub struct Db {
     pool: Pool,
     backend: Backend,
     permits: Arc<Semaphore>,
+    inline_slots: Arc<Semaphore>,
     wait: Duration,
 }
 
@@ -248,6 +250,7 @@ impl Db {
             pool,
             backend: settings.backend(),
             permits: Arc::new(Semaphore::new(settings.pool_size as usize)),
+            inline_slots: Arc::new(Semaphore::new(settings.inline_reads)),
             wait: settings.pool_timeout,
         }
     }
@@ -296,6 +299,36 @@ impl Db {
         }
     }
 
+    /// The hot read of every authenticated request, run on the calling async worker when it
+    /// can start at once: an inline slot, a pool permit and a warm idle connection all free
+    /// right now. Otherwise (or for anything that may wait: writes, locks, reconnects, a
+    /// connection that needs a ping first) it is [`Db::run`].
+    ///
+    /// This skips two thread hand-offs per request (to a blocking thread and back), which on
+    /// two cores is most of what a lookup costs. It is safe for one short indexed statement:
+    /// at most `inline_reads` workers (fewer than Rocket's `workers`) are ever inside one, so
+    /// the others keep serving while a slow database holds them.
+    pub async fn read_inline<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        F: FnOnce(&mut DbConnection) -> QueryResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        // Everything must be free right now; the guards are released before any fallback.
+        let ready = || {
+            let slot = self.inline_slots.try_acquire().ok()?;
+            let permit = self.permits.try_acquire().ok()?;
+            let pooled = self
+                .pool
+                .try_get()
+                .filter(|pooled| pooled.last_used.elapsed() <= PING_AFTER_IDLE)?;
+            Some((slot, permit, pooled))
+        };
+        match ready() {
+            Some((_slot, _permit, pooled)) => Self::use_connection(pooled, f),
+            None => self.run(f).await,
+        }
+    }
+
     /// The same as [`Db::run`] for code that is already on a blocking thread.
     pub fn run_blocking<T, F>(&self, f: F) -> Result<T, DbError>
     where
@@ -319,14 +352,21 @@ impl Db {
                 pooled.broken = true;
                 continue;
             }
-            let result = f(&mut pooled.conn);
-            pooled.last_used = Instant::now();
-            if let Err(e) = &result {
-                if is_unavailable(e) {
-                    pooled.broken = true;
-                }
-            }
-            return result.map_err(DbError::from);
+            return Self::use_connection(pooled, f);
         }
+    }
+
+    fn use_connection<T, F>(mut pooled: r2d2::PooledConnection<Manager>, f: F) -> Result<T, DbError>
+    where
+        F: FnOnce(&mut DbConnection) -> QueryResult<T>,
+    {
+        let result = f(&mut pooled.conn);
+        pooled.last_used = Instant::now();
+        if let Err(e) = &result {
+            if is_unavailable(e) {
+                pooled.broken = true;
+            }
+        }
+        result.map_err(DbError::from)
     }
 }

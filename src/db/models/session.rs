@@ -132,6 +132,11 @@ impl Session {
         }
     }
 
+    /// Whether [`Session::touch`] would write now.
+    pub fn due_for_touch(&self, policy: &SessionPolicy, now: NaiveDateTime) -> bool {
+        now - self.last_seen_at >= policy.touch_interval
+    }
+
     /// Rolling expiry: records activity at most once per `touch_interval`, extending expiry
     /// within the absolute cap. Returns whether the row was written (and `self` updated).
     pub fn touch(
@@ -140,7 +145,7 @@ impl Session {
         policy: &SessionPolicy,
         now: NaiveDateTime,
     ) -> QueryResult<bool> {
-        if now - self.last_seen_at < policy.touch_interval {
+        if !self.due_for_touch(policy, now) {
             return Ok(false);
         }
         let expires_at = policy.expires_at(self.created_at, now);
