@@ -6,13 +6,14 @@ use chrono::NaiveDateTime;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::Connection;
 use rocket::http::{CookieJar, Header, Status};
+use rocket::response::content::RawJson;
 use rocket::serde::json::Json;
 use rocket::{Route, State};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::api::error::{ApiError, ApiResult};
-use crate::api::json::JsonBody;
+use crate::api::json::{render, JsonBody};
 use crate::api::views::{SessionView, UserView};
 use crate::auth::guard::{CurrentSession, PresentedToken, Via};
 use crate::auth::token::{SessionToken, TokenHash};
@@ -37,13 +38,13 @@ pub fn routes() -> Vec<Route> {
 }
 
 #[derive(Serialize)]
-pub struct AuthBody {
-    user: UserView,
-    session: SessionView,
+pub struct AuthBody<'a> {
+    user: UserView<'a>,
+    session: SessionView<'a>,
 }
 
-impl AuthBody {
-    fn new(user: &User, session: &Session) -> AuthBody {
+impl<'a> AuthBody<'a> {
+    fn new(user: &'a User, session: &'a Session) -> AuthBody<'a> {
         AuthBody {
             user: user.into(),
             session: SessionView::current(session),
@@ -184,7 +185,7 @@ async fn register(
     jar: &CookieJar<'_>,
     presented: PresentedToken,
     body: JsonBody<RegisterBody>,
-) -> ApiResult<(Status, Json<AuthBody>)> {
+) -> ApiResult<(Status, RawJson<String>)> {
     let replace = replaced_cookie_session(presented);
     let RegisterBody {
         email,
@@ -251,7 +252,7 @@ async fn register(
     };
     app.metrics.sessions_created.inc();
     cookies::set_session(jar, &app.settings, &token, &session, now);
-    Ok((Status::Created, Json(AuthBody::new(&user, &session))))
+    Ok((Status::Created, render(&AuthBody::new(&user, &session))?))
 }
 
 #[derive(Deserialize)]
@@ -368,18 +369,18 @@ async fn login(
     jar: &CookieJar<'_>,
     presented: PresentedToken,
     body: JsonBody<LoginBody>,
-) -> ApiResult<Json<AuthBody>> {
+) -> ApiResult<RawJson<String>> {
     let replace = replaced_cookie_session(presented);
     let (user, session, token) = sign_in(app, client, body.0, replace).await?;
     cookies::set_session(jar, &app.settings, &token, &session, clock::now());
-    Ok(Json(AuthBody::new(&user, &session)))
+    render(&AuthBody::new(&user, &session))
 }
 
 #[derive(Serialize)]
-struct TokenBody {
+struct TokenBody<'a> {
     token: String,
-    user: UserView,
-    session: SessionView,
+    user: UserView<'a>,
+    session: SessionView<'a>,
 }
 
 #[rocket::post("/token", data = "<body>")]
@@ -387,13 +388,13 @@ async fn token(
     app: &State<App>,
     client: ClientInfo,
     body: JsonBody<LoginBody>,
-) -> ApiResult<Json<TokenBody>> {
+) -> ApiResult<RawJson<String>> {
     let (user, session, token) = sign_in(app, client, body.0, None).await?;
-    Ok(Json(TokenBody {
+    render(&TokenBody {
         token: token.expose(),
         user: (&user).into(),
         session: SessionView::current(&session),
-    }))
+    })
 }
 
 /// Idempotent: with no session (or an unknown one) it still answers 204 and clears the cookie.
@@ -433,8 +434,8 @@ async fn logout(
 }
 
 #[rocket::get("/me")]
-fn me(current: CurrentSession) -> Json<AuthBody> {
-    Json(AuthBody::new(&current.user, &current.session))
+fn me(current: CurrentSession) -> ApiResult<RawJson<String>> {
+    render(&AuthBody::new(&current.user, &current.session))
 }
 
 /// Hands the client its session's new token: as the cookie, or in the body for bearer clients.

@@ -3,8 +3,10 @@
 
 use rocket::data::{self, Data, FromData, ToByteUnit};
 use rocket::request::Request;
+use rocket::response::content::RawJson;
 use rocket::tokio::io::AsyncReadExt;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::api::error::ApiError;
 use crate::auth::csrf;
@@ -71,4 +73,13 @@ impl<'r, T: DeserializeOwned> FromData<'r> for JsonBody<T> {
             Err(error) => data::Outcome::Error((error.remember(req), ())),
         }
     }
+}
+
+/// A response body serialized inside the handler, so that views may borrow from its locals
+/// instead of copying every field.
+pub fn render<T: Serialize>(value: &T) -> Result<RawJson<String>, ApiError> {
+    serde_json::to_string(value).map(RawJson).map_err(|e| {
+        tracing::error!(error = %e, "response serialization failed");
+        ApiError::internal()
+    })
 }

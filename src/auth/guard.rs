@@ -4,6 +4,9 @@
 //! database that cannot answer 503 with the cookie left alone. Guards that read a credential
 //! for an unsafe method also apply the cross-site check.
 
+use std::ops::Deref;
+use std::sync::Arc;
+
 use rocket::http::Status;
 use rocket::request::{FromRequest, Outcome, Request};
 use sha2::{Digest, Sha256};
@@ -100,13 +103,24 @@ impl<'r> FromRequest<'r> for PresentedToken {
     }
 }
 
-/// The signed-in session and its user.
+/// The signed-in session and its user, resolved once per request; every guard that asks gets
+/// the same shared value.
 #[derive(Clone)]
-pub struct CurrentSession {
+pub struct CurrentSession(Arc<SignedIn>);
+
+pub struct SignedIn {
     pub session: Session,
     pub user: User,
     pub hash: TokenHash,
     pub via: Via,
+}
+
+impl Deref for CurrentSession {
+    type Target = SignedIn;
+
+    fn deref(&self) -> &SignedIn {
+        &self.0
+    }
 }
 
 async fn authenticate(req: &Request<'_>, app: &App) -> Result<CurrentSession, ApiError> {
@@ -140,12 +154,12 @@ async fn authenticate(req: &Request<'_>, app: &App) -> Result<CurrentSession, Ap
             if touched && via == Via::Cookie {
                 cookies::set_session(req.cookies(), &app.settings, &token, &session, now);
             }
-            Ok(CurrentSession {
+            Ok(CurrentSession(Arc::new(SignedIn {
                 session,
                 user,
                 hash,
                 via,
-            })
+            })))
         }
         None if via == Via::Cookie => Err(ApiError::unauthenticated().clearing_cookie()),
         None => Err(ApiError::unauthenticated()),
