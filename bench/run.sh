@@ -7,8 +7,8 @@
 #     -u  accounts (default 10000)            -d  wrk duration per run (default 20s)
 #     -c  connection counts for /me           -l  also measure POST /api/auth/login (c=16)
 #     -f  also measure /me (c=16) during a login flood (c=16)    -B  skip cargo build
-#     -p  pool_size (default 2 × cores: more connections than the cores can serve only add
-#         scheduling delay on a machine that also runs PostgreSQL and wrk)
+#     -p  pool_size (default 4 × cores: enough for the 3 × cores async workers' inline reads;
+#         many more only add scheduling delay on a machine that also runs PostgreSQL and wrk)
 #
 # Prints one line per measurement:
 #   me c=16 rps=… p50_ms=… p99_ms=… errors=0 rss_mb=…
@@ -18,7 +18,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 backend=postgres sessions=100000 users=10000 dur=20s conns="16 64" login=0 flood=0 build=1
-pool=$(( 2 * $(nproc) ))
+pool=$(( 4 * $(nproc) ))
 while getopts "b:s:u:d:c:p:lfB" o; do
   case "$o" in
     b) backend=$OPTARG ;; s) sessions=$OPTARG ;; u) users=$OPTARG ;; d) dur=$OPTARG ;;

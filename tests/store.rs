@@ -358,7 +358,29 @@ fn inline_read_times_out_on_a_busy_pool(backend: Backend) {
     );
 }
 
+/// With a single async worker (`workers = 1`) nothing runs inline, and reads still work.
+fn inline_reads_off_with_one_worker(backend: Backend) {
+    let Some(test_db) = TestDb::new(backend) else {
+        return;
+    };
+    let figment = latchkey::config::figment()
+        .merge(("database_url", test_db.url.clone()))
+        .merge(("workers", 1));
+    let settings = latchkey::config::Settings::from_figment(&figment).expect("valid settings");
+    assert_eq!(settings.inline_reads, 0);
+    let (db, _) = Db::connect_and_migrate(&settings).expect("connect and migrate");
+    let runtime = rocket::tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let read = runtime.block_on(db.read_inline(|conn| {
+        diesel::select(3.into_sql::<diesel::sql_types::Integer>()).get_result::<i32>(conn)
+    }));
+    assert_eq!(read.expect("read through the blocking pool"), 3);
+}
+
 on_both_backends!(
+    inline_reads_off_with_one_worker,
     inline_read_waits_for_a_busy_pool,
     inline_read_times_out_on_a_busy_pool,
     create_and_resolve,

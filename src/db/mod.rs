@@ -221,6 +221,8 @@ pub struct Db {
     backend: Backend,
     permits: Arc<Semaphore>,
     inline_slots: Arc<Semaphore>,
+    /// No inline slots (a single async worker must never block): every read uses `run`.
+    inline_disabled: bool,
     wait: Duration,
 }
 
@@ -250,7 +252,10 @@ impl Db {
             pool,
             backend: settings.backend(),
             permits: Arc::new(Semaphore::new(settings.pool_size as usize)),
-            inline_slots: Arc::new(Semaphore::new(settings.inline_reads)),
+            inline_slots: Arc::new(Semaphore::new(
+                settings.inline_reads.min(settings.pool_size as usize),
+            )),
+            inline_disabled: settings.inline_reads == 0,
             wait: settings.pool_timeout,
         }
     }
@@ -275,13 +280,19 @@ impl Db {
         F: FnOnce(&mut DbConnection) -> QueryResult<T> + Send + 'static,
         T: Send + 'static,
     {
+        self.run_within(f, self.wait).await
+    }
+
+    async fn run_within<T, F>(&self, f: F, wait: Duration) -> Result<T, DbError>
+    where
+        F: FnOnce(&mut DbConnection) -> QueryResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
         // One deadline covers both waits: for a permit, then for r2d2 to hand out or open a
         // connection.
-        let deadline = Instant::now() + self.wait;
+        let deadline = Instant::now() + wait;
         let permit =
-            match rocket::tokio::time::timeout(self.wait, self.permits.clone().acquire_owned())
-                .await
-            {
+            match rocket::tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await {
                 Ok(Ok(permit)) => permit,
                 _ => return Err(DbError::Unavailable),
             };
@@ -299,33 +310,48 @@ impl Db {
         }
     }
 
-    /// The hot read of every authenticated request, run on the calling async worker when it
-    /// can start at once: an inline slot, a pool permit and a warm idle connection all free
-    /// right now. Otherwise (or for anything that may wait: writes, locks, reconnects, a
-    /// connection that needs a ping first) it is [`Db::run`].
+    /// The hot read of every authenticated request, run on the calling async worker itself.
+    /// It waits (asynchronously, first come first served, within `pool_timeout_ms`) for one of
+    /// the inline slots; then, if a pool permit and a warm idle connection are free at once, it
+    /// runs there. Otherwise (the pool is busy with other work, reconnecting, or the connection
+    /// needs a ping first) it is [`Db::run`]. Anything that may wait on the database (writes,
+    /// locks) uses [`Db::run`] directly.
     ///
     /// This skips two thread hand-offs per request (to a blocking thread and back), which on
-    /// two cores is most of what a lookup costs. It is safe for one short indexed statement:
-    /// at most `inline_reads` workers (fewer than Rocket's `workers`) are ever inside one, so
-    /// the others keep serving while a slow database holds them.
+    /// two cores is a large part of what a lookup costs. It is safe for one short indexed
+    /// statement: at most `inline_reads` workers (fewer than Rocket's `workers`) are ever
+    /// inside one, so the others keep serving while a slow database holds them.
     pub async fn read_inline<T, F>(&self, f: F) -> Result<T, DbError>
     where
         F: FnOnce(&mut DbConnection) -> QueryResult<T> + Send + 'static,
         T: Send + 'static,
     {
-        // Everything must be free right now; the guards are released before any fallback.
+        if self.inline_disabled {
+            return self.run(f).await;
+        }
+        let started = Instant::now();
+        let Ok(Ok(slot)) =
+            rocket::tokio::time::timeout(self.wait, self.inline_slots.acquire()).await
+        else {
+            return Err(DbError::Unavailable);
+        };
+        // The permit and the connection must be free right now; the guards are released
+        // before falling back.
         let ready = || {
-            let slot = self.inline_slots.try_acquire().ok()?;
             let permit = self.permits.try_acquire().ok()?;
             let pooled = self
                 .pool
                 .try_get()
                 .filter(|pooled| pooled.last_used.elapsed() <= PING_AFTER_IDLE)?;
-            Some((slot, permit, pooled))
+            Some((permit, pooled))
         };
         match ready() {
-            Some((_slot, _permit, pooled)) => Self::use_connection(pooled, f),
-            None => self.run(f).await,
+            Some((_permit, pooled)) => Self::use_connection(pooled, f),
+            None => {
+                drop(slot);
+                self.run_within(f, self.wait.saturating_sub(started.elapsed()))
+                    .await
+            }
         }
     }
 
