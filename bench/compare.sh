@@ -6,13 +6,17 @@
 #
 # PEERS_DIR is a writable copy of the shared peers folder, already set up as its README says
 # (npm ci, both cargo builds, ./seed.sh). The peers are started here and stopped at the end.
-# Output: one line per measurement, then ratios.
+# Output: one line per measurement, then ratios (latchkey's /me as the mean of its two runs).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 peers="$(cd "${1:?usage: bench/compare.sh PEERS_DIR [DURATION]}" && pwd)"
 dur="${2:-20s}"
 out="$(mktemp)"
 trap '"$peers/stop_servers.sh" >/dev/null 2>&1 || true; rm -f "$out"' EXIT
+
+# latchkey runs before and after the peers (A B A): this machine's speed drifts over minutes,
+# and the ratios use the mean of the two latchkey runs.
+"$here/run.sh" -B -d "$dur" -c "16 64" | tee -a "$out"
 
 "$peers/start_servers.sh" >&2
 measure() { # label command...
@@ -35,7 +39,8 @@ measure "axum login c=16" "$peers/bench.sh" -m login -c 16 -d "$dur" http://127.
 rps() { grep -E "^$1" "$out" | sed -nE 's/.*(rps|tps)=([0-9.]+).*/\2/p' | head -1; }
 echo "--- ratios (latchkey /me on PostgreSQL ÷ peer)"
 for c in 16 64; do
-  ours="$(grep -E "^me backend=postgres .* c=$c " "$out" | sed -nE 's/.*rps=([0-9]+).*/\1/p')"
+  ours="$(grep -E "^me backend=postgres .* c=$c " "$out" | sed -nE 's/.*rps=([0-9]+).*/\1/p' \
+    | awk '{ s += $1; n++ } END { if (n) printf "%.0f", s / n }')"
   for peer in express axum rocket-hello pgbench-pk_join; do
     theirs="$(rps "$peer c=$c")"
     [ -n "$ours" ] && [ -n "$theirs" ] && awk -v a="$ours" -v b="$theirs" -v p="$peer" -v c="$c" \

@@ -276,6 +276,62 @@ fn me_requires_a_valid_session(backend: Backend) {
     }
 }
 
+/// Activity past the touch interval extends the session: the answer carries the new times and
+/// a refreshed cookie at once, and the row follows (written in the background).
+fn activity_extends_the_session(backend: Backend) {
+    use diesel::prelude::*;
+    use latchkey::db::schema::sessions;
+
+    let Some(h) = Harness::start_with(backend, |s| {
+        s.session_touch_interval = chrono::Duration::seconds(1)
+    }) else {
+        return;
+    };
+    let (cookie, registered) = h.register("a@example.com", PASSWORD);
+    let id = registered["session"]["id"].as_str().unwrap().to_string();
+    let first_seen = registered["session"]["last_seen_at"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let early = h.get("/api/auth/me", &Auth::Cookie(cookie.clone()));
+    assert_eq!(early.status, Status::Ok);
+    assert!(early.session_cookie("session").is_none(), "not due yet");
+
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let later = h.get("/api/auth/me", &Auth::Cookie(cookie.clone()));
+    assert_eq!(later.status, Status::Ok);
+    let seen = later.body["session"]["last_seen_at"].as_str().unwrap();
+    assert!(seen > first_seen.as_str(), "{seen} vs {first_seen}");
+    assert!(
+        later.body["session"]["expires_at"].as_str().unwrap()
+            > registered["session"]["expires_at"].as_str().unwrap()
+    );
+    assert_eq!(
+        later.session_cookie("session").as_deref(),
+        Some(cookie.as_str()),
+        "same token, refreshed cookie"
+    );
+
+    let stored_seen = || {
+        h.db.run_blocking(|conn| {
+            sessions::table
+                .find(&id)
+                .select(sessions::last_seen_at)
+                .first::<chrono::NaiveDateTime>(conn)
+        })
+        .unwrap()
+    };
+    let before = stored_seen();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while latchkey::clock::rfc3339(stored_seen()).as_str() < seen {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "touch not written: {before}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 fn refresh_rotates_cookie(backend: Backend) {
     let Some(h) = Harness::start(backend) else {
         return;
@@ -717,6 +773,7 @@ on_both_backends!(
     bearer_token_flow,
     logout_is_idempotent_and_clears,
     me_requires_a_valid_session,
+    activity_extends_the_session,
     refresh_rotates_cookie,
     password_change_revokes_others,
     account_deletion_cascades,

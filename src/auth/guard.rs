@@ -139,20 +139,23 @@ async fn authenticate(req: &Request<'_>, app: &App) -> Result<CurrentSession, Ap
         .await?;
     match found {
         Some((mut session, user)) => {
-            // A write may wait on row locks: it goes through the blocking pool, and it is due
-            // at most once per touch interval.
-            let mut touched = false;
+            // Rolling expiry, at most once per touch interval. The write may wait on row locks,
+            // so it runs in the background on the blocking pool and the request does not wait
+            // for it; if too many are already in flight it is skipped (the session's next
+            // request tries again). The answer shows the new times, as the write will.
             if session.due_for_touch(&policy, now) {
-                (session, touched) = app
-                    .db
-                    .run(move |conn| {
-                        let touched = session.touch(conn, &policy, now)?;
-                        Ok((session, touched))
-                    })
-                    .await?;
-            }
-            if touched && via == Via::Cookie {
-                cookies::set_session(req.cookies(), &app.settings, &token, &session, now);
+                let stored = session.clone();
+                let started = app.db.run_detached("session touch", move |conn| {
+                    let mut stored = stored;
+                    stored.touch(conn, &policy, now).map(drop)
+                });
+                if started {
+                    session.last_seen_at = now;
+                    session.expires_at = policy.expires_at(session.created_at, now);
+                    if via == Via::Cookie {
+                        cookies::set_session(req.cookies(), &app.settings, &token, &session, now);
+                    }
+                }
             }
             Ok(CurrentSession(Arc::new(SignedIn {
                 session,

@@ -221,6 +221,8 @@ pub struct Db {
     backend: Backend,
     permits: Arc<Semaphore>,
     inline_slots: Arc<Semaphore>,
+    /// Background writes in flight (see [`Db::run_detached`]).
+    detached_slots: Arc<Semaphore>,
     /// No inline slots (a single async worker must never block): every read uses `run`.
     inline_disabled: bool,
     wait: Duration,
@@ -256,6 +258,7 @@ impl Db {
                 settings.inline_reads.min(settings.pool_size as usize),
             )),
             inline_disabled: settings.inline_reads == 0,
+            detached_slots: Arc::new(Semaphore::new((settings.pool_size as usize / 2).max(1))),
             wait: settings.pool_timeout,
         }
     }
@@ -353,6 +356,27 @@ impl Db {
                     .await
             }
         }
+    }
+
+    /// Starts `f` in the background through [`Db::run`] and returns at once, if fewer than
+    /// `pool_size / 2` (at least one) such writes are in flight; otherwise does nothing and
+    /// returns false. For writes nobody waits for (a session's rolling expiry): a burst of them
+    /// cannot queue up in front of the requests that need the pool.
+    pub fn run_detached<F>(&self, what: &'static str, f: F) -> bool
+    where
+        F: FnOnce(&mut DbConnection) -> QueryResult<()> + Send + 'static,
+    {
+        let Ok(slot) = self.detached_slots.clone().try_acquire_owned() else {
+            return false;
+        };
+        let db = self.clone();
+        rocket::tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(error) = db.run(f).await {
+                tracing::warn!(%error, what, "background write failed");
+            }
+        });
+        true
     }
 
     /// The same as [`Db::run`] for code that is already on a blocking thread.
