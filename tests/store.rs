@@ -275,6 +275,18 @@ fn postgres_outage_never_falls_back_to_sqlite() {
     assert!(!std::path::Path::new("none").exists());
 }
 
+fn current_thread_runtime() -> rocket::tokio::runtime::Runtime {
+    rocket::tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// `SELECT n`: a query that needs a connection and nothing else.
+fn select_int(conn: &mut latchkey::db::DbConnection, n: i32) -> QueryResult<i32> {
+    diesel::select(n.into_sql::<diesel::sql_types::Integer>()).get_result(conn)
+}
+
 /// A connection held by another query for `hold`; meanwhile `read_inline` is called on a
 /// single-threaded runtime with a ticker task beside it.
 fn inline_read_while_pool_busy(
@@ -292,17 +304,14 @@ fn inline_read_while_pool_busy(
     settings.pool_size = 1;
     settings.pool_timeout = pool_timeout;
     let (db, _) = Db::connect_and_migrate(&settings).expect("connect and migrate");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = current_thread_runtime();
     let ticks = Arc::new(AtomicU32::new(0));
     let (result, waited) = runtime.block_on(async {
         let busy = db.clone();
         tokio::spawn(async move {
             busy.run(move |conn| {
                 std::thread::sleep(hold);
-                diesel::select(1.into_sql::<diesel::sql_types::Integer>()).get_result::<i32>(conn)
+                select_int(conn, 1)
             })
             .await
         });
@@ -315,11 +324,7 @@ fn inline_read_while_pool_busy(
         });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let started = Instant::now();
-        let result = db
-            .read_inline(|conn| {
-                diesel::select(2.into_sql::<diesel::sql_types::Integer>()).get_result::<i32>(conn)
-            })
-            .await;
+        let result = db.read_inline(|conn| select_int(conn, 2)).await;
         (result, started.elapsed())
     });
     Some((result, waited, ticks.load(Ordering::Relaxed)))
@@ -369,13 +374,8 @@ fn inline_reads_off_with_one_worker(backend: Backend) {
     let settings = latchkey::config::Settings::from_figment(&figment).expect("valid settings");
     assert_eq!(settings.inline_reads, 0);
     let (db, _) = Db::connect_and_migrate(&settings).expect("connect and migrate");
-    let runtime = rocket::tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let read = runtime.block_on(db.read_inline(|conn| {
-        diesel::select(3.into_sql::<diesel::sql_types::Integer>()).get_result::<i32>(conn)
-    }));
+    let runtime = current_thread_runtime();
+    let read = runtime.block_on(db.read_inline(|conn| select_int(conn, 3)));
     assert_eq!(read.expect("read through the blocking pool"), 3);
 }
 

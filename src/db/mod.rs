@@ -220,11 +220,11 @@ pub struct Db {
     pool: Pool,
     backend: Backend,
     permits: Arc<Semaphore>,
-    inline_slots: Arc<Semaphore>,
+    /// `None` when there are no inline slots (a single async worker must never block): every
+    /// read then uses `run`.
+    inline_slots: Option<Arc<Semaphore>>,
     /// Background writes in flight (see [`Db::run_detached`]).
     detached_slots: Arc<Semaphore>,
-    /// No inline slots (a single async worker must never block): every read uses `run`.
-    inline_disabled: bool,
     wait: Duration,
 }
 
@@ -254,10 +254,11 @@ impl Db {
             pool,
             backend: settings.backend(),
             permits: Arc::new(Semaphore::new(settings.pool_size as usize)),
-            inline_slots: Arc::new(Semaphore::new(
-                settings.inline_reads.min(settings.pool_size as usize),
-            )),
-            inline_disabled: settings.inline_reads == 0,
+            inline_slots: (settings.inline_reads > 0).then(|| {
+                Arc::new(Semaphore::new(
+                    settings.inline_reads.min(settings.pool_size as usize),
+                ))
+            }),
             detached_slots: Arc::new(Semaphore::new((settings.pool_size as usize / 2).max(1))),
             wait: settings.pool_timeout,
         }
@@ -329,12 +330,11 @@ impl Db {
         F: FnOnce(&mut DbConnection) -> QueryResult<T> + Send + 'static,
         T: Send + 'static,
     {
-        if self.inline_disabled {
+        let Some(inline_slots) = &self.inline_slots else {
             return self.run(f).await;
-        }
+        };
         let started = Instant::now();
-        let Ok(Ok(slot)) =
-            rocket::tokio::time::timeout(self.wait, self.inline_slots.acquire()).await
+        let Ok(Ok(slot)) = rocket::tokio::time::timeout(self.wait, inline_slots.acquire()).await
         else {
             return Err(DbError::Unavailable);
         };
