@@ -57,15 +57,31 @@ pub fn establish(target: &DatabaseTarget) -> Result<DbConnection, String> {
                 .to_str()
                 .ok_or_else(|| "SQLite path is not valid UTF-8".to_string())?;
             let mut conn = SqliteConnection::establish(path).map_err(|e| e.to_string())?;
-            // busy_timeout first: it makes writers (and the switch to WAL) wait for each other,
-            // across processes too, instead of failing at once. WAL lets readers run beside the
-            // writer.
-            conn.batch_execute(
-                "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
-                 PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-            )
-            .map_err(|e| e.to_string())?;
+            // busy_timeout first: it makes writers wait for each other, across processes too,
+            // instead of failing at once. WAL lets readers run beside the writer.
+            conn.batch_execute("PRAGMA busy_timeout = 5000;")
+                .map_err(|e| e.to_string())?;
+            switch_to_wal(&mut conn)?;
+            conn.batch_execute("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+                .map_err(|e| e.to_string())?;
             Ok(DbConnection::Sqlite(conn))
+        }
+    }
+}
+
+/// The switch to WAL can fail with "database is locked" at once, without waiting for
+/// busy_timeout, when several connections open the same new file at the same moment (seen with
+/// the server and the worker starting together, and in a test with four). WAL is a property of
+/// the file, so retrying until one of them has switched it is enough.
+fn switch_to_wal(conn: &mut SqliteConnection) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match conn.batch_execute("PRAGMA journal_mode = WAL;") {
+            Ok(()) => return Ok(()),
+            Err(e) if e.to_string().contains("locked") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e.to_string()),
         }
     }
 }
