@@ -101,8 +101,9 @@ pub struct Settings {
     pub database: DatabaseTarget,
     pub pool_size: u32,
     pub pool_timeout: Duration,
-    /// How many async workers may run the session lookup themselves at once (see
-    /// `Db::read_inline`): one fewer than Rocket's `workers`, so one is always free.
+    /// How many async workers may run a read themselves at once (see `Db::read_inline`): one,
+    /// the session lookup's single lane (`auth::lookup`), or none with a single worker, which
+    /// must never block.
     pub inline_reads: usize,
     pub session_idle_timeout: chrono::Duration,
     pub session_absolute_timeout: chrono::Duration,
@@ -206,9 +207,9 @@ pub fn figment() -> Figment {
         .select(profile)
 }
 
-/// Rocket's async workers: three per core rather than Rocket's one, because a worker running
+/// Rocket's async workers: three per core rather than Rocket's one, because the worker running
 /// the session lookup inline (`Db::read_inline`) waits for the database meanwhile. (Measured on
-/// 2 cores with PostgreSQL local: 4 workers ~15–17k /me per second, 6 workers ~18k.)
+/// 2 cores with PostgreSQL local, /me at c=64: 4 workers ~20k per second, 6 workers ~25k.)
 pub fn default_workers() -> usize {
     3 * std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -324,7 +325,7 @@ impl Settings {
             database,
             pool_size,
             pool_timeout,
-            inline_reads: workers - 1,
+            inline_reads: usize::from(workers > 1),
             session_idle_timeout: idle,
             session_absolute_timeout: absolute,
             session_touch_interval: seconds("session_touch_interval", raw.session_touch_interval)?,

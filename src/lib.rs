@@ -1,8 +1,9 @@
 //! latchkey: database-backed sessions and authentication for Rocket.
 //!
 //! Data flow: a request's cookie or bearer token → `auth::guard` (token parsed, hashed) →
-//! `db::Db::read_inline` (one pooled query joining session and user, on the async worker when a
-//! warm connection is free, else off it) → a route in `api` → JSON, with errors in one shape
+//! `auth::lookup` (one pooled query joining session and user, shared by the lookups waiting at
+//! that moment, run by `db::Db::read_inline` on the async worker when a warm connection is free,
+//! else off it) → a route in `api` → JSON, with errors in one shape
 //! from `api::error`. The worker binary and the admin endpoint share `cleanup`.
 
 pub mod api;
@@ -17,6 +18,7 @@ pub mod web;
 use rocket::figment::Figment;
 use rocket::{Build, Rocket};
 
+use crate::auth::lookup::SessionLookup;
 use crate::config::Settings;
 use crate::db::models::SessionPolicy;
 use crate::db::Db;
@@ -26,6 +28,7 @@ use crate::metrics::Metrics;
 pub struct App {
     pub settings: Settings,
     pub db: Db,
+    pub lookup: SessionLookup,
     pub policy: SessionPolicy,
     pub metrics: Metrics,
 }
@@ -46,11 +49,13 @@ pub fn build(settings: Settings, rocket_figment: Figment) -> Result<Rocket<Build
 
 pub fn assemble(settings: Settings, db: Db, rocket_figment: Figment) -> Rocket<Build> {
     let hsts = settings.cookie_secure;
+    let metrics = Metrics::new();
     let app = App {
         policy: SessionPolicy::from_settings(&settings),
         settings,
+        lookup: SessionLookup::new(db.clone(), metrics.lookup_batch.clone()),
         db,
-        metrics: Metrics::new(),
+        metrics,
     };
     rocket::custom(rocket_figment)
         .manage(app)

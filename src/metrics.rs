@@ -4,8 +4,8 @@
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use rocket::fairing::{Fairing, Info, Kind};
 use rocket::{Data, Request, Response};
@@ -21,6 +21,8 @@ pub struct Metrics {
     pub sessions_revoked: IntCounter,
     pub cleanup_runs: IntCounter,
     pub cleanup_deleted: IntCounter,
+    /// How many session lookups each lookup query carried (see `auth::lookup`).
+    pub lookup_batch: Histogram,
     pool: IntGaugeVec,
 }
 
@@ -72,6 +74,14 @@ impl Metrics {
             "Expired sessions deleted by cleanups of this server",
         )
         .expect("valid metric");
+        let lookup_batch = Histogram::with_opts(
+            HistogramOpts::new(
+                "latchkey_session_lookup_batch_size",
+                "Session lookups answered by one database query",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0]),
+        )
+        .expect("valid metric");
         let pool = IntGaugeVec::new(
             Opts::new(
                 "latchkey_db_pool_connections",
@@ -88,6 +98,7 @@ impl Metrics {
             Box::new(sessions_revoked.clone()),
             Box::new(cleanup_runs.clone()),
             Box::new(cleanup_deleted.clone()),
+            Box::new(lookup_batch.clone()),
             Box::new(pool.clone()),
         ] {
             registry
@@ -103,6 +114,7 @@ impl Metrics {
             sessions_revoked,
             cleanup_runs,
             cleanup_deleted,
+            lookup_batch,
             pool,
         }
     }

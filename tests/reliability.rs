@@ -629,7 +629,75 @@ fn oversized_requests(backend: Backend) {
     );
 }
 
+/// Many clients at once, two per account and some with unknown tokens: every /me answers with
+/// its own caller's account (lookups share queries under load; answers must never cross).
+fn concurrent_lookups_never_cross(backend: Backend) {
+    let Some(db) = TestDb::new(backend) else {
+        return;
+    };
+    let server = Server::start(&db.url, &[]);
+    let base = server.base.clone();
+    let accounts: Vec<(String, String)> = (0..8)
+        .map(|i| {
+            let email = format!("u{i}@example.com");
+            let token = register(&base, &email);
+            (email, token)
+        })
+        .collect();
+    let clients = 18;
+    let start = Arc::new(Barrier::new(clients));
+    let threads: Vec<_> = (0..clients)
+        .map(|i| {
+            let (base, start) = (base.clone(), start.clone());
+            let account = accounts.get(i / 2).cloned();
+            thread::spawn(move || {
+                let token = account
+                    .as_ref()
+                    .map_or_else(|| "A".repeat(43), |(_, token)| token.clone());
+                start.wait();
+                for _ in 0..40 {
+                    let (status, body, _) = send(
+                        agent()
+                            .get(&format!("{base}/api/auth/me"))
+                            .set("Authorization", &format!("Bearer {token}")),
+                        None,
+                    );
+                    match &account {
+                        Some((email, _)) => {
+                            assert_eq!(status, 200, "{body}");
+                            assert_eq!(body["user"]["email"], email.as_str());
+                        }
+                        None => assert_eq!(status, 401, "{body}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let metrics = ureq::get(&format!("{base}/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics"))
+    };
+    let lookups = value("latchkey_session_lookup_batch_size_sum");
+    let queries = value("latchkey_session_lookup_batch_size_count");
+    assert_eq!(lookups, (clients * 40) as f64);
+    assert!(
+        queries < lookups,
+        "no lookup shared a query: {queries} queries"
+    );
+}
+
 on_both_backends!(
+    concurrent_lookups_never_cross,
     sessions_survive_restart_and_kill,
     two_instances_share_everything,
     races,

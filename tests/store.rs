@@ -5,12 +5,14 @@ mod common;
 use chrono::Duration;
 use common::{insert_user, Backend, TestDb};
 use diesel::prelude::*;
-use latchkey::auth::token::SessionToken;
+use latchkey::auth::lookup::{Resolved, SessionLookup};
+use latchkey::auth::token::{SessionToken, TokenHash};
 use latchkey::clock;
 use latchkey::db::models::session::ClientInfo;
 use latchkey::db::models::{Session, SessionPolicy, User};
 use latchkey::db::schema::sessions;
 use latchkey::db::{establish, run_migrations, Db, DbError};
+use latchkey::metrics::Metrics;
 
 struct Store {
     db: Db,
@@ -379,7 +381,159 @@ fn inline_reads_off_with_one_worker(backend: Backend) {
     assert_eq!(read.expect("read through the blocking pool"), 3);
 }
 
+fn multi_thread_runtime() -> rocket::tokio::runtime::Runtime {
+    rocket::tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Lookups queued while the one connection is busy: `hold` runs on it first (with the
+/// connection), then `lookups` are started at once. Returns each lookup's result in order and
+/// the batch-size histogram's (queries, lookups).
+#[allow(clippy::type_complexity)]
+fn lookups_behind_a_busy_connection(
+    s: &Store,
+    hold: impl FnOnce(&mut latchkey::db::DbConnection) -> QueryResult<()> + Send + 'static,
+    lookups: Vec<(TokenHash, chrono::NaiveDateTime)>,
+) -> (Vec<Result<Resolved, DbError>>, u64, f64) {
+    use rocket::tokio;
+    let metrics = Metrics::new();
+    let lookup = SessionLookup::new(s.db.clone(), metrics.lookup_batch.clone());
+    let db = s.db.clone();
+    let results = multi_thread_runtime().block_on(async move {
+        let busy = tokio::spawn(async move {
+            db.run(move |conn| {
+                hold(conn)?;
+                std::thread::sleep(std::time::Duration::from_millis(400));
+                Ok(())
+            })
+            .await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let tasks: Vec<_> = lookups
+            .into_iter()
+            .map(|(hash, now)| {
+                let lookup = lookup.clone();
+                tokio::spawn(async move { lookup.resolve(hash, now).await })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.expect("lookup task"));
+        }
+        busy.await.expect("busy task").expect("busy query");
+        results
+    });
+    let sizes = &metrics.lookup_batch;
+    (results, sizes.get_sample_count(), sizes.get_sample_sum())
+}
+
+fn one_connection(backend: Backend) -> Option<Store> {
+    let test_db = TestDb::new(backend)?;
+    let mut settings = test_db.settings();
+    settings.pool_size = 1;
+    let (db, _) = Db::connect_and_migrate(&settings).expect("connect and migrate");
+    Some(Store {
+        db,
+        policy: SessionPolicy::from_settings(&settings),
+        _test_db: test_db,
+    })
+}
+
+/// Forty lookups queued together go in two queries (32 + 8), and each gets its own answer:
+/// the right session and user for every token (also when one token is asked for three times at
+/// once), nothing for unknown tokens, and expiry judged by each lookup's own "now" although
+/// they shared a query.
+fn queued_lookups_share_queries_and_keep_their_answers(backend: Backend) {
+    let Some(s) = one_connection(backend) else {
+        return;
+    };
+    let policy = s.policy;
+    let now = clock::now();
+    let created: Vec<(Session, SessionToken, User)> =
+        s.db.run_blocking(move |conn| {
+            (0..8)
+                .map(|i| {
+                    let user = insert_user(conn, &format!("u{i}@example.com"));
+                    let (session, token) =
+                        Session::create(conn, &policy, &user.id, &client(), now)?;
+                    Ok((session, token, user))
+                })
+                .collect()
+        })
+        .unwrap();
+    let expires_at = created[0].0.expires_at;
+    let mut lookups = Vec::new();
+    let mut expected: Vec<Option<(String, String)>> = Vec::new();
+    for round in 0..3 {
+        for (session, token, user) in &created {
+            lookups.push((token.hash(), now));
+            expected.push(Some((session.id.clone(), user.id.clone())));
+        }
+        // An unknown token, and the first session just before and just after its expiry.
+        lookups.push((SessionToken::generate().hash(), now));
+        expected.push(None);
+        if round < 2 {
+            lookups.push((created[0].1.hash(), expires_at - Duration::seconds(1)));
+            expected.push(Some((created[0].0.id.clone(), created[0].2.id.clone())));
+        } else {
+            lookups.push((created[0].1.hash(), expires_at + Duration::seconds(1)));
+            expected.push(None);
+        }
+    }
+    let total = lookups.len();
+    assert_eq!(total, 30);
+    lookups.extend((0..10).map(|i| (created[i % 8].1.hash(), now)));
+    expected
+        .extend((0..10).map(|i| Some((created[i % 8].0.id.clone(), created[i % 8].2.id.clone()))));
+
+    let (results, queries, answered) = lookups_behind_a_busy_connection(&s, |_| Ok(()), lookups);
+    for (i, (result, expected)) in results.into_iter().zip(expected).enumerate() {
+        let got = result
+            .unwrap_or_else(|e| panic!("lookup {i} failed: {e}"))
+            .map(|(session, user)| (session.id, user.id));
+        assert_eq!(got, expected, "lookup {i}");
+    }
+    assert_eq!(answered, 40.0);
+    assert_eq!(
+        queries, 2,
+        "40 queued lookups take two queries of at most 32"
+    );
+}
+
+/// A query that fails answers every lookup it carried with the error; none is left waiting.
+fn failed_batch_answers_every_lookup(backend: Backend) {
+    let Some(s) = one_connection(backend) else {
+        return;
+    };
+    let policy = s.policy;
+    let now = clock::now();
+    let token =
+        s.db.run_blocking(move |conn| {
+            let user = insert_user(conn, "a@example.com");
+            Session::create(conn, &policy, &user.id, &client(), now).map(|(_, token)| token)
+        })
+        .unwrap();
+    let lookups = (0..6).map(|_| (token.hash(), now)).collect();
+    let break_the_join = |conn: &mut latchkey::db::DbConnection| {
+        diesel::sql_query("ALTER TABLE users RENAME TO users_gone")
+            .execute(conn)
+            .map(drop)
+    };
+    let (results, queries, answered) =
+        lookups_behind_a_busy_connection(&s, break_the_join, lookups);
+    assert_eq!(results.len(), 6);
+    for result in results {
+        assert!(matches!(result, Err(DbError::Query(_))), "{result:?}");
+    }
+    assert_eq!((queries, answered), (1, 6.0));
+}
+
 on_both_backends!(
+    queued_lookups_share_queries_and_keep_their_answers,
+    failed_batch_answers_every_lookup,
     inline_reads_off_with_one_worker,
     inline_read_waits_for_a_busy_pool,
     inline_read_times_out_on_a_busy_pool,

@@ -133,10 +133,7 @@ async fn authenticate(req: &Request<'_>, app: &App) -> Result<CurrentSession, Ap
     let hash = token.hash();
     let policy = app.policy;
     let now = clock::now();
-    let found = app
-        .db
-        .read_inline(move |conn| Session::resolve(conn, &hash, now))
-        .await?;
+    let found = app.lookup.resolve(hash, now).await?;
     match found {
         Some((mut session, user)) => {
             // Rolling expiry, at most once per touch interval. The write may wait on row locks,

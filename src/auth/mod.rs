@@ -4,6 +4,7 @@
 pub mod cookies;
 pub mod csrf;
 pub mod guard;
+pub mod lookup;
 pub mod password;
 pub mod throttle;
 pub mod token;

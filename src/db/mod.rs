@@ -196,6 +196,18 @@ impl From<DieselError> for DbError {
     }
 }
 
+impl DbError {
+    /// The same failure for each of several callers of one query (one of them gets the
+    /// original): unavailable stays unavailable, anything else is a query error with its text.
+    pub fn shared(e: &DieselError) -> DbError {
+        if is_unavailable(e) {
+            DbError::Unavailable
+        } else {
+            DbError::Query(DieselError::QueryBuilderError(e.to_string().into()))
+        }
+    }
+}
+
 impl fmt::Display for DbError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -337,10 +349,11 @@ impl Db {
     /// needs a ping first) it is [`Db::run`]. Anything that may wait on the database (writes,
     /// locks) uses [`Db::run`] directly.
     ///
-    /// This skips two thread hand-offs per request (to a blocking thread and back), which on
+    /// This skips two thread hand-offs per query (to a blocking thread and back), which on
     /// two cores is a large part of what a lookup costs. It is safe for one short indexed
-    /// statement: at most `inline_reads` workers (fewer than Rocket's `workers`) are ever
-    /// inside one, so the others keep serving while a slow database holds them.
+    /// statement: at most `inline_reads` workers (one, the session lookup's lane, and never all
+    /// of Rocket's `workers`) are ever inside one, so the others keep serving while a slow
+    /// database holds it.
     pub async fn read_inline<T, F>(&self, f: F) -> Result<T, DbError>
     where
         F: FnOnce(&mut DbConnection) -> QueryResult<T> + Send + 'static,

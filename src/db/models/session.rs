@@ -132,6 +132,35 @@ impl Session {
         }
     }
 
+    /// The sessions holding any of these tokens, with their users, in one query: each row comes
+    /// with its token hash so the caller can hand it back to whoever asked. Sessions that
+    /// expired by `now` are left out.
+    pub fn resolve_many(
+        conn: &mut DbConnection,
+        hashes: &[&[u8]],
+        now: NaiveDateTime,
+    ) -> QueryResult<Vec<(Vec<u8>, Session, User)>> {
+        // On the concrete connection for the same reason as `resolve`. PostgreSQL binds the
+        // list as one array (`= ANY($1)`), so one prepared statement serves every batch size.
+        macro_rules! query {
+            () => {
+                sessions::table
+                    .inner_join(users::table)
+                    .filter(sessions::token_hash.eq_any(hashes))
+                    .filter(sessions::expires_at.gt(now))
+                    .select((
+                        sessions::token_hash,
+                        Session::as_select(),
+                        User::as_select(),
+                    ))
+            };
+        }
+        match conn {
+            DbConnection::Postgres(pg) => query!().load(pg),
+            DbConnection::Sqlite(sqlite) => query!().load(sqlite),
+        }
+    }
+
     /// Whether [`Session::touch`] would write now.
     pub fn due_for_touch(&self, policy: &SessionPolicy, now: NaiveDateTime) -> bool {
         now - self.last_seen_at >= policy.touch_interval
