@@ -6,6 +6,7 @@
 #   bench/ab.sh [-d DURATION] [-c CONNS] [-r ROUNDS] [-p POOL] [-l] [-n] NAME=BINARY[:ENV=VALUE,...] ...
 #     e.g. bench/ab.sh -r 3 before=/tmp/latchkey-old after=target/release/latchkey
 #          bench/ab.sh w4=target/release/latchkey:ROCKET_WORKERS=4 w6=target/release/latchkey:ROCKET_WORKERS=6
+#          bench/ab.sh small=target/release/latchkey big=target/release/latchkey:DATABASE_URL=postgres://…/other
 #     -l  run a login flood (c=16) beside the /me measurement
 #     -n  run a `nice -n 10` busy loop beside the /me measurement (a CPU hog of lower priority)
 #
@@ -17,11 +18,11 @@ dur=8s conns=16 rounds=1 pool=$(( 4 * $(nproc) )) flood=0 hog=0
 while getopts "d:c:r:p:ln" o; do
   case "$o" in
     d) dur=$OPTARG ;; c) conns=$OPTARG ;; r) rounds=$OPTARG ;; p) pool=$OPTARG ;;
-    l) flood=1 ;; n) hog=1 ;; *) sed -n 2,14p "$0" >&2; exit 64 ;;
+    l) flood=1 ;; n) hog=1 ;; *) sed -n 2,15p "$0" >&2; exit 64 ;;
   esac
 done
 shift $((OPTIND - 1))
-[ $# -gt 0 ] || { sed -n 2,14p "$0" >&2; exit 64; }
+[ $# -gt 0 ] || { sed -n 2,15p "$0" >&2; exit 64; }
 pg="${BENCH_PG:-postgres://postgres@127.0.0.1:5432}"
 url="$pg/latchkey_bench?sslmode=disable"
 port="${BENCH_PORT:-8712}"
@@ -41,8 +42,9 @@ for _ in $(seq 1 "$rounds"); do
     bin="${rest%%:*}" extra=""
     [ "$rest" != "$bin" ] && extra="${rest#*:}"
     # shellcheck disable=SC2086
-    env ${extra//,/ } DATABASE_URL="$url" ROCKET_PORT="$port" ROCKET_POOL_SIZE="$pool" \
-      ROCKET_LOG_LEVEL=off RUST_LOG=warn "$bin" > "$work/server.log" 2>&1 &
+    # The spec's own settings come last, so they can override these (even DATABASE_URL).
+    env DATABASE_URL="$url" ROCKET_PORT="$port" ROCKET_POOL_SIZE="$pool" \
+      ROCKET_LOG_LEVEL=off RUST_LOG=warn ${extra//,/ } "$bin" > "$work/server.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 100); do curl -fs "$base/api/health" >/dev/null 2>&1 && break; sleep 0.1; done
     wrk -t1 -c "$conns" -d 3s -s "$here/wrk.lua" "$base/api/auth/me" -- me "$work/cookies.txt" >/dev/null
