@@ -531,7 +531,51 @@ fn failed_batch_answers_every_lookup(backend: Backend) {
     assert_eq!((queries, answered), (1, 6.0));
 }
 
+/// Work that fills the pool does not hold up the session lookup: its lane keeps a connection
+/// of its own, and everything else shares the rest.
+fn inline_read_has_a_connection_of_its_own(backend: Backend) {
+    use rocket::tokio;
+    use std::time::{Duration as StdDuration, Instant};
+    let Some(test_db) = TestDb::new(backend) else {
+        return;
+    };
+    let mut settings = test_db.settings();
+    settings.pool_size = 2;
+    settings.pool_timeout = StdDuration::from_millis(300);
+    assert_eq!(settings.inline_reads, 1);
+    let (db, _) = Db::connect_and_migrate(&settings).expect("connect and migrate");
+    let slow = |db: &Db, n: i32| {
+        let db = db.clone();
+        tokio::spawn(async move {
+            db.run(move |conn| {
+                std::thread::sleep(StdDuration::from_millis(1500));
+                select_int(conn, n)
+            })
+            .await
+        })
+    };
+    multi_thread_runtime().block_on(async move {
+        let first = slow(&db, 1);
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+        // Waits for the connection the first one holds, and gives up after pool_timeout.
+        let second = slow(&db, 2);
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+        let started = Instant::now();
+        let read = db.read_inline(|conn| select_int(conn, 3)).await;
+        assert_eq!(read.expect("the lane's own connection"), 3);
+        assert!(
+            started.elapsed() < StdDuration::from_millis(250),
+            "{:?}",
+            started.elapsed()
+        );
+        let second = second.await.unwrap();
+        assert!(matches!(second, Err(DbError::Unavailable)), "{second:?}");
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+    });
+}
+
 on_both_backends!(
+    inline_read_has_a_connection_of_its_own,
     queued_lookups_share_queries_and_keep_their_answers,
     failed_batch_answers_every_lookup,
     inline_reads_off_with_one_worker,

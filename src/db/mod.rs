@@ -18,7 +18,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError, QueryResult};
 use diesel::sqlite::SqliteConnection;
 use diesel::{Connection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-use rocket::tokio::sync::Semaphore;
+use rocket::tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Backend, DatabaseTarget, Settings};
 
@@ -240,16 +240,19 @@ type Pool = r2d2::Pool<Manager>;
 
 /// The handle every part of the service holds: a pool plus the backend it talks to.
 ///
-/// Async callers first take one of `pool_size` permits from a FIFO semaphore, so at most
-/// `pool_size` blocking tasks exist and each finds a free connection at once. Waiting in
-/// r2d2's own queue instead is unfair under load (a few requests starve for hundreds of ms).
+/// Async callers first take a permit from a FIFO semaphore, so that each blocking task finds a
+/// free connection at once. Waiting in r2d2's own queue instead is unfair under load (a few
+/// requests starve for hundreds of ms). The pool's connections are split: the inline slots
+/// (the session lookup's lane) keep one connection each for themselves, and everything else
+/// shares the rest, so that writes filling the pool never make authenticated reads wait.
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
     backend: Backend,
+    /// `pool_size` minus the inline slots.
     permits: Arc<Semaphore>,
-    /// `None` when there are no inline slots (a single async worker must never block): every
-    /// read then uses `run`.
+    /// `None` when there are no inline slots (a single async worker must never block, and a
+    /// pool of one connection has none to spare): every read then uses `run`.
     inline_slots: Option<Arc<Semaphore>>,
     /// Background writes in flight (see [`Db::run_detached`]).
     detached_slots: Arc<Semaphore>,
@@ -278,15 +281,13 @@ impl Db {
             .build_unchecked(Manager {
                 target: settings.database.clone(),
             });
+        let pool_size = settings.pool_size as usize;
+        let inline = settings.inline_reads.min(pool_size - 1);
         Db {
             pool,
             backend: settings.backend(),
-            permits: Arc::new(Semaphore::new(settings.pool_size as usize)),
-            inline_slots: (settings.inline_reads > 0).then(|| {
-                Arc::new(Semaphore::new(
-                    settings.inline_reads.min(settings.pool_size as usize),
-                ))
-            }),
+            permits: Arc::new(Semaphore::new(pool_size - inline)),
+            inline_slots: (inline > 0).then(|| Arc::new(Semaphore::new(inline))),
             detached_slots: Arc::new(Semaphore::new((settings.pool_size as usize / 2).max(1))),
             wait: settings.pool_timeout,
         }
@@ -312,25 +313,32 @@ impl Db {
         F: FnOnce(&mut DbConnection) -> QueryResult<T> + Send + 'static,
         T: Send + 'static,
     {
-        self.run_within(f, self.wait).await
+        // One deadline covers both waits: for a permit, then for r2d2 to hand out or open a
+        // connection.
+        let deadline = Instant::now() + self.wait;
+        let Ok(Ok(permit)) =
+            rocket::tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await
+        else {
+            return Err(DbError::Unavailable);
+        };
+        self.run_holding(permit, f, deadline).await
     }
 
-    async fn run_within<T, F>(&self, f: F, wait: Duration) -> Result<T, DbError>
+    /// Runs `f` on the blocking thread pool and gives `held` (a permit or an inline slot) back
+    /// when it is done.
+    async fn run_holding<T, F>(
+        &self,
+        held: OwnedSemaphorePermit,
+        f: F,
+        deadline: Instant,
+    ) -> Result<T, DbError>
     where
         F: FnOnce(&mut DbConnection) -> QueryResult<T> + Send + 'static,
         T: Send + 'static,
     {
-        // One deadline covers both waits: for a permit, then for r2d2 to hand out or open a
-        // connection.
-        let deadline = Instant::now() + wait;
-        let permit =
-            match rocket::tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await {
-                Ok(Ok(permit)) => permit,
-                _ => return Err(DbError::Unavailable),
-            };
         let db = self.clone();
         let task = move || {
-            let _permit = permit;
+            let _held = held;
             db.run_with_deadline(f, deadline)
         };
         match rocket::tokio::task::spawn_blocking(task).await {
@@ -344,10 +352,11 @@ impl Db {
 
     /// The hot read of every authenticated request, run on the calling async worker itself.
     /// It waits (asynchronously, first come first served, within `pool_timeout_ms`) for one of
-    /// the inline slots; then, if a pool permit and a warm idle connection are free at once, it
-    /// runs there. Otherwise (the pool is busy with other work, reconnecting, or the connection
-    /// needs a ping first) it is [`Db::run`]. Anything that may wait on the database (writes,
-    /// locks) uses [`Db::run`] directly.
+    /// the inline slots, each of which has a connection of its own (see [`Db`]). If that is a
+    /// warm idle connection, the read runs at once on this worker. Otherwise (the pool is
+    /// still growing, or the connection has been idle and needs a ping first) it runs on the
+    /// blocking pool like [`Db::run`], still holding its slot. Anything that may wait on the
+    /// database (writes, locks) uses [`Db::run`] directly.
     ///
     /// This skips two thread hand-offs per query (to a blocking thread and back), which on
     /// two cores is a large part of what a lookup costs. It is safe for one short indexed
@@ -362,29 +371,21 @@ impl Db {
         let Some(inline_slots) = &self.inline_slots else {
             return self.run(f).await;
         };
-        let started = Instant::now();
-        let Ok(Ok(slot)) = rocket::tokio::time::timeout(self.wait, inline_slots.acquire()).await
+        let deadline = Instant::now() + self.wait;
+        let Ok(Ok(slot)) =
+            rocket::tokio::time::timeout(self.wait, inline_slots.clone().acquire_owned()).await
         else {
             return Err(DbError::Unavailable);
         };
-        // The permit and the connection must be free right now; the guards are released
-        // before falling back.
-        let ready = || {
-            let permit = self.permits.try_acquire().ok()?;
-            let pooled = self
-                .pool
-                .try_get()
-                .filter(|pooled| pooled.last_used.elapsed() <= PING_AFTER_IDLE)?;
-            Some((permit, pooled))
-        };
-        match ready() {
-            Some((_permit, pooled)) => Self::use_connection(pooled, f),
-            None => {
-                drop(slot);
-                self.run_within(f, self.wait.saturating_sub(started.elapsed()))
-                    .await
-            }
+        if let Some(pooled) = self
+            .pool
+            .try_get()
+            .filter(|pooled| pooled.last_used.elapsed() <= PING_AFTER_IDLE)
+        {
+            let _slot = slot;
+            return Self::use_connection(pooled, f);
         }
+        self.run_holding(slot, f, deadline).await
     }
 
     /// Starts `f` in the background through [`Db::run`] and returns at once, if fewer than
