@@ -4,12 +4,13 @@
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use rocket::fairing::{Fairing, Info, Kind};
 use rocket::{Data, Request, Response};
 
+use crate::auth::lookup::SessionLookup;
 use crate::db::Db;
 
 pub struct Metrics {
@@ -23,6 +24,7 @@ pub struct Metrics {
     pub cleanup_deleted: IntCounter,
     /// How many session lookups each lookup query carried (see `auth::lookup`).
     pub lookup_batch: Histogram,
+    lookups_waiting: IntGauge,
     pool: IntGaugeVec,
 }
 
@@ -82,6 +84,11 @@ impl Metrics {
             .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0]),
         )
         .expect("valid metric");
+        let lookups_waiting = IntGauge::new(
+            "latchkey_session_lookups_waiting",
+            "Session lookups queued for the lookup lane right now",
+        )
+        .expect("valid metric");
         let pool = IntGaugeVec::new(
             Opts::new(
                 "latchkey_db_pool_connections",
@@ -99,6 +106,7 @@ impl Metrics {
             Box::new(cleanup_runs.clone()),
             Box::new(cleanup_deleted.clone()),
             Box::new(lookup_batch.clone()),
+            Box::new(lookups_waiting.clone()),
             Box::new(pool.clone()),
         ] {
             registry
@@ -115,6 +123,7 @@ impl Metrics {
             cleanup_runs,
             cleanup_deleted,
             lookup_batch,
+            lookups_waiting,
             pool,
         }
     }
@@ -123,8 +132,9 @@ impl Metrics {
         self.logins.with_label_values(&[outcome]).inc();
     }
 
-    /// The text exposition, with the pool gauges read now.
-    pub fn render(&self, db: &Db) -> String {
+    /// The text exposition, with the pool and queue gauges read now.
+    pub fn render(&self, db: &Db, lookup: &SessionLookup) -> String {
+        self.lookups_waiting.set(lookup.waiting() as i64);
         let (in_use, idle) = db.pool_state();
         self.pool.with_label_values(&["in_use"]).set(in_use as i64);
         self.pool.with_label_values(&["idle"]).set(idle as i64);

@@ -289,6 +289,33 @@ fn select_int(conn: &mut latchkey::db::DbConnection, n: i32) -> QueryResult<i32>
     diesel::select(n.into_sql::<diesel::sql_types::Integer>()).get_result(conn)
 }
 
+/// A fresh database behind a pool of `pool_size` connections that waits `pool_timeout` for one.
+fn small_pool(
+    backend: Backend,
+    pool_size: u32,
+    pool_timeout: std::time::Duration,
+) -> Option<(Db, latchkey::config::Settings, TestDb)> {
+    let test_db = TestDb::new(backend)?;
+    let mut settings = test_db.settings();
+    settings.pool_size = pool_size;
+    settings.pool_timeout = pool_timeout;
+    let (db, _) = Db::connect_and_migrate(&settings).expect("connect and migrate");
+    Some((db, settings, test_db))
+}
+
+/// A slow query on another task: holds a pooled connection for `ms` milliseconds, then
+/// answers `n`.
+fn slow_query(db: &Db, ms: u64, n: i32) -> rocket::tokio::task::JoinHandle<Result<i32, DbError>> {
+    let db = db.clone();
+    rocket::tokio::spawn(async move {
+        db.run(move |conn| {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            select_int(conn, n)
+        })
+        .await
+    })
+}
+
 /// A connection held by another query for `hold`; meanwhile `read_inline` is called on a
 /// single-threaded runtime with a ticker task beside it.
 fn inline_read_while_pool_busy(
@@ -301,11 +328,7 @@ fn inline_read_while_pool_busy(
     use std::sync::Arc;
     use std::time::Instant;
 
-    let test_db = TestDb::new(backend)?;
-    let mut settings = test_db.settings();
-    settings.pool_size = 1;
-    settings.pool_timeout = pool_timeout;
-    let (db, _) = Db::connect_and_migrate(&settings).expect("connect and migrate");
+    let (db, _, _test_db) = small_pool(backend, 1, pool_timeout)?;
     let runtime = current_thread_runtime();
     let ticks = Arc::new(AtomicU32::new(0));
     let (result, waited) = runtime.block_on(async {
@@ -431,10 +454,7 @@ fn lookups_behind_a_busy_connection(
 }
 
 fn one_connection(backend: Backend) -> Option<Store> {
-    let test_db = TestDb::new(backend)?;
-    let mut settings = test_db.settings();
-    settings.pool_size = 1;
-    let (db, _) = Db::connect_and_migrate(&settings).expect("connect and migrate");
+    let (db, settings, test_db) = small_pool(backend, 1, std::time::Duration::from_secs(2))?;
     Some(Store {
         db,
         policy: SessionPolicy::from_settings(&settings),
@@ -536,29 +556,16 @@ fn failed_batch_answers_every_lookup(backend: Backend) {
 fn inline_read_has_a_connection_of_its_own(backend: Backend) {
     use rocket::tokio;
     use std::time::{Duration as StdDuration, Instant};
-    let Some(test_db) = TestDb::new(backend) else {
+    let Some((db, settings, _test_db)) = small_pool(backend, 2, StdDuration::from_millis(300))
+    else {
         return;
     };
-    let mut settings = test_db.settings();
-    settings.pool_size = 2;
-    settings.pool_timeout = StdDuration::from_millis(300);
     assert_eq!(settings.inline_reads, 1);
-    let (db, _) = Db::connect_and_migrate(&settings).expect("connect and migrate");
-    let slow = |db: &Db, n: i32| {
-        let db = db.clone();
-        tokio::spawn(async move {
-            db.run(move |conn| {
-                std::thread::sleep(StdDuration::from_millis(1500));
-                select_int(conn, n)
-            })
-            .await
-        })
-    };
     multi_thread_runtime().block_on(async move {
-        let first = slow(&db, 1);
+        let first = slow_query(&db, 1500, 1);
         tokio::time::sleep(StdDuration::from_millis(100)).await;
         // Waits for the connection the first one holds, and gives up after pool_timeout.
-        let second = slow(&db, 2);
+        let second = slow_query(&db, 1500, 2);
         tokio::time::sleep(StdDuration::from_millis(50)).await;
         let started = Instant::now();
         let read = db.read_inline(|conn| select_int(conn, 3)).await;
@@ -574,7 +581,64 @@ fn inline_read_has_a_connection_of_its_own(backend: Backend) {
     });
 }
 
+/// Lookups that give up leave nothing behind: one whose request went away is skipped when a
+/// batch is taken, and ones that time out while the database is busy (or down) take their
+/// entries out of the queue, which would otherwise grow for as long as the outage lasts.
+fn abandoned_lookups_leave_the_queue(backend: Backend) {
+    use rocket::tokio;
+    use std::time::Duration as StdDuration;
+    let Some((db, settings, _test_db)) = small_pool(backend, 1, StdDuration::from_millis(200))
+    else {
+        return;
+    };
+    let policy = SessionPolicy::from_settings(&settings);
+    let now = clock::now();
+    let token = db
+        .run_blocking(move |conn| {
+            let user = insert_user(conn, "a@example.com");
+            Session::create(conn, &policy, &user.id, &client(), now).map(|(_, token)| token)
+        })
+        .unwrap();
+    let metrics = Metrics::new();
+    let lookup = SessionLookup::new(db.clone(), metrics.lookup_batch.clone());
+    multi_thread_runtime().block_on(async move {
+        // A lookup whose request is dropped while it waits.
+        let holder = slow_query(&db, 150, 1);
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+        let gone = {
+            let lookup = lookup.clone();
+            let hash = token.hash();
+            tokio::spawn(async move { lookup.resolve(hash, now).await })
+        };
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+        gone.abort();
+        holder.await.unwrap().unwrap();
+        let found = lookup.resolve(token.hash(), now).await.unwrap();
+        assert!(found.is_some());
+        let sizes = &metrics.lookup_batch;
+        assert_eq!((sizes.get_sample_count(), sizes.get_sample_sum()), (1, 1.0));
+
+        // Twenty lookups that time out behind a busy connection.
+        let holder = slow_query(&db, 800, 1);
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+        let waiting: Vec<_> = (0..20)
+            .map(|_| {
+                let lookup = lookup.clone();
+                let hash = token.hash();
+                tokio::spawn(async move { lookup.resolve(hash, now).await })
+            })
+            .collect();
+        for task in waiting {
+            let result = task.await.unwrap();
+            assert!(matches!(result, Err(DbError::Unavailable)), "{result:?}");
+        }
+        assert_eq!(lookup.waiting(), 0, "timed-out lookups stayed queued");
+        holder.await.unwrap().unwrap();
+    });
+}
+
 on_both_backends!(
+    abandoned_lookups_leave_the_queue,
     inline_read_has_a_connection_of_its_own,
     queued_lookups_share_queries_and_keep_their_answers,
     failed_batch_answers_every_lookup,

@@ -56,7 +56,7 @@ async fn health(app: &State<App>) -> (Status, Json<Value>) {
 
 #[rocket::get("/metrics")]
 fn metrics(app: &State<App>) -> (ContentType, String) {
-    let text = app.metrics.render(&app.db);
+    let text = app.metrics.render(&app.db, &app.lookup);
     (
         ContentType::new("text", "plain").with_params(("version", "0.0.4")),
         text,

@@ -72,16 +72,24 @@ impl SessionLookup {
                     Ok(_) => continue,
                     Err(error) => {
                         // The batch that failed carried this request, or this request never got
-                        // a slot (its entry stays queued; a later batch answers nobody there).
-                        return match answer.try_recv() {
-                            Ok(result) => result,
-                            Err(_) => Err(error),
-                        };
+                        // a slot and gives up: then its entry must not stay queued (while the
+                        // database is down, nothing else would take it out).
+                        if let Ok(result) = answer.try_recv() {
+                            return result;
+                        }
+                        drop(answer);
+                        lock(&self.shared.queue).retain(|w| !w.reply.is_closed());
+                        return Err(error);
                     }
                 },
             }
         }
         answer.await.unwrap_or(Err(DbError::Unavailable))
+    }
+
+    /// Lookups queued right now, waiting for the lane (for the metrics).
+    pub fn waiting(&self) -> usize {
+        lock(&self.shared.queue).len()
     }
 }
 
@@ -95,11 +103,18 @@ fn lock(queue: &Mutex<VecDeque<Waiter>>) -> MutexGuard<'_, VecDeque<Waiter>> {
 /// Takes what is queued, looks it all up in one query and answers each waiter. Returns how many
 /// were answered (0 when the queue was already empty, without touching the database).
 fn run_batch(conn: &mut DbConnection, shared: &Shared) -> QueryResult<usize> {
-    let mut batch: Vec<Waiter> = {
+    let mut batch: Vec<Waiter> = Vec::new();
+    {
         let mut queue = lock(&shared.queue);
-        let take = queue.len().min(MAX_BATCH);
-        queue.drain(..take).collect()
-    };
+        while batch.len() < MAX_BATCH {
+            match queue.pop_front() {
+                // Its request gave up (timed out, or its client went away): nobody to answer.
+                Some(waiter) if waiter.reply.is_closed() => continue,
+                Some(waiter) => batch.push(waiter),
+                None => break,
+            }
+        }
+    }
     if !batch.is_empty() {
         shared.batch_sizes.observe(batch.len() as f64);
     }
