@@ -4,7 +4,8 @@ server against a database that is farther away (this machine has no netem).
     python3 bench/delay_proxy.py DELAY_MS LISTEN_PORT TARGET_PORT    # e.g. 0.5 5433 5432
 
 It spends CPU per message itself, so it only gives a rough picture."""
-import asyncio, sys, time
+import asyncio
+import sys
 DELAY = float(sys.argv[1]) / 1000.0
 LISTEN, TARGET = int(sys.argv[2]), int(sys.argv[3])
 
