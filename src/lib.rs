@@ -2,9 +2,9 @@
 //!
 //! Data flow: a request's cookie or bearer token → `auth::guard` (token parsed, hashed) →
 //! `auth::lookup` (one pooled query joining session and user, shared by the lookups waiting at
-//! that moment, run by `db::Db::read_inline` on the async worker when a warm connection is free,
-//! else off it) → a route in `api` → JSON, with errors in one shape
-//! from `api::error`. The worker binary and the admin endpoint share `cleanup`.
+//! that moment, run by `db::Db::read_inline` on the async worker when its connection is warm,
+//! else off it) → a route in `api` → JSON, with errors in one shape from `api::error`. The
+//! worker binary and the admin endpoint share `cleanup`.
 
 pub mod api;
 pub mod auth;

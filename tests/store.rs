@@ -332,14 +332,7 @@ fn inline_read_while_pool_busy(
     let runtime = current_thread_runtime();
     let ticks = Arc::new(AtomicU32::new(0));
     let (result, waited) = runtime.block_on(async {
-        let busy = db.clone();
-        tokio::spawn(async move {
-            busy.run(move |conn| {
-                std::thread::sleep(hold);
-                select_int(conn, 1)
-            })
-            .await
-        });
+        slow_query(&db, hold.as_millis() as u64, 1);
         let counter = ticks.clone();
         tokio::spawn(async move {
             loop {

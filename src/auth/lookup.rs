@@ -1,12 +1,12 @@
 //! Resolving session tokens, with concurrent lookups sharing one query.
 //!
 //! Every authenticated request needs its session and user. Each request joins a queue; whoever
-//! gets a database slot (see `Db::read_inline`) takes everything waiting at that moment, up to
-//! [`MAX_BATCH`], runs one query for all of it and hands each request its own row. A request
-//! that finds the queue empty when it gets a slot (someone else took its entry) waits for that
-//! answer instead. Nobody waits to fill a batch: alone, a lookup is one query as before; under
-//! load, the lookups that arrive while the slots are busy go together in the next one, so the
-//! database and the server each do one statement's fixed work for many requests.
+//! gets the lookup lane (the inline slot of `Db::read_inline`) takes everything waiting at that
+//! moment, up to [`MAX_BATCH`], runs one query for all of it and hands each request its own row.
+//! A request that finds the queue empty when it gets the lane (someone else took its entry)
+//! waits for that answer instead. Nobody waits to fill a batch: alone, a lookup is one query as
+//! before; under load, the lookups that arrive while a query runs go together in the next one,
+//! so the database and the server each do one statement's fixed work for many requests.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -115,28 +115,29 @@ fn run_batch(conn: &mut DbConnection, shared: &Shared) -> QueryResult<usize> {
             }
         }
     }
-    if !batch.is_empty() {
-        shared.batch_sizes.observe(batch.len() as f64);
-    }
-    if batch.len() == 1 {
-        // Alone: the single-row statement, which is cached on both backends.
-        let waiter = batch.pop().expect("one waiter");
-        return match Session::resolve(conn, &waiter.hash, waiter.now) {
-            Ok(found) => {
-                let _ = waiter.reply.send(Ok(found));
-                Ok(1)
-            }
-            Err(error) => {
-                let _ = waiter.reply.send(Err(DbError::shared(&error)));
-                Err(error)
-            }
-        };
-    }
-    let Some(earliest) = batch.iter().map(|w| w.now).min() else {
+    if batch.is_empty() {
         return Ok(0);
+    }
+    shared.batch_sizes.observe(batch.len() as f64);
+    let rows = match batch.as_slice() {
+        // Alone: the single-row statement, which is cached on both backends.
+        [only] => Session::resolve(conn, &only.hash, only.now).map(|found| {
+            found
+                .map(|(session, user)| (only.hash.as_bytes().to_vec(), session, user))
+                .into_iter()
+                .collect()
+        }),
+        _ => {
+            let earliest = batch
+                .iter()
+                .map(|w| w.now)
+                .min()
+                .expect("a batch is not empty");
+            let hashes: Vec<&[u8]> = batch.iter().map(|w| w.hash.as_bytes()).collect();
+            Session::resolve_many(conn, &hashes, earliest)
+        }
     };
-    let hashes: Vec<&[u8]> = batch.iter().map(|w| w.hash.as_bytes()).collect();
-    let rows = match Session::resolve_many(conn, &hashes, earliest) {
+    let rows = match rows {
         Ok(rows) => rows,
         Err(error) => {
             for waiter in batch {
@@ -158,7 +159,7 @@ fn run_batch(conn: &mut DbConnection, shared: &Shared) -> QueryResult<usize> {
         let asked_again = hashes[i + 1..].contains(&waiter.hash);
         let found = row
             .and_then(|row| if asked_again { row.clone() } else { row.take() })
-            // Each waiter applies its own "now"; the query used the earliest of them.
+            // Each waiter applies its own "now"; a shared query used the earliest of them.
             .filter(|(_, session, _)| session.expires_at > waiter.now)
             .map(|(_, session, user)| (session, user));
         // A waiter that gave up (its request timed out) has dropped its receiver.

@@ -1,8 +1,8 @@
 //! The one place that knows the backend: URL scheme → connection, the r2d2 pool and its
 //! per-connection setup, the embedded migrations, and running Diesel calls off the async workers
-//! (or, for the session lookup alone, inline when it can start at once) with a bounded wait that
-//! becomes 503. Elsewhere only upserts and advisory locks look at the
-//! backend, and they say so.
+//! (or, for the session lookup's lane alone, inline on a connection kept for it) with a bounded
+//! wait that becomes 503. Elsewhere only upserts and advisory locks look at the backend, and
+//! they say so.
 
 pub mod models;
 pub mod schema;
@@ -288,7 +288,7 @@ impl Db {
             backend: settings.backend(),
             permits: Arc::new(Semaphore::new(pool_size - inline)),
             inline_slots: (inline > 0).then(|| Arc::new(Semaphore::new(inline))),
-            detached_slots: Arc::new(Semaphore::new((settings.pool_size as usize / 2).max(1))),
+            detached_slots: Arc::new(Semaphore::new((pool_size / 2).max(1))),
             wait: settings.pool_timeout,
         }
     }
