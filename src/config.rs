@@ -207,6 +207,14 @@ pub fn figment() -> Figment {
         .select(profile)
 }
 
+/// The application's Figment with the plain variables `DATABASE_URL` and `CRON_SECRET` on top
+/// (what [`crate::Latchkey::fairing`] reads inside a host application).
+pub fn with_plain_variables(figment: &Figment) -> Figment {
+    figment
+        .clone()
+        .merge(Env::raw().only(&["DATABASE_URL", "CRON_SECRET"]).global())
+}
+
 /// Rocket's async workers: three per core rather than Rocket's one, because the worker running
 /// the session lookup inline (`Db::read_inline`) waits for the database meanwhile. (Measured on
 /// 2 cores with PostgreSQL local, /me at c=64: 4 workers ~20k per second, 6 workers ~25k.)
@@ -304,7 +312,9 @@ impl Settings {
         let idle = seconds("session_idle_timeout", raw.session_idle_timeout)?;
         let absolute = seconds("session_absolute_timeout", raw.session_absolute_timeout)?;
         let cleanup_schedule = raw.cleanup_schedule.trim().to_string();
-        if cleanup_schedule.split_whitespace().count() != 6 {
+        if cleanup_schedule.split_whitespace().count() != 6
+            || tokio_cron_scheduler::Job::new(cleanup_schedule.as_str(), |_, _| {}).is_err()
+        {
             return Err(ConfigError {
                 key: "cleanup_schedule".into(),
                 problem: format!(

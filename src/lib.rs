@@ -1,10 +1,47 @@
 //! latchkey: database-backed sessions and authentication for Rocket.
 //!
-//! Data flow: a request's cookie or bearer token → `auth::guard` (token parsed, hashed) →
-//! `auth::lookup` (one pooled query joining session and user, shared by the lookups waiting at
-//! that moment, run by `db::Db::read_inline` on the async worker when its connection is warm,
-//! else off it) → a route in `api` → JSON, with errors in one shape from `api::error`. The
-//! worker binary and the admin endpoint share `cleanup`.
+//! Sessions live in PostgreSQL or SQLite (chosen by `DATABASE_URL`), survive restarts, are
+//! shared by every instance, expire on time and can be listed and revoked per device. This
+//! crate is both the `latchkey` server and a library a Rocket application attaches to protect
+//! its own routes:
+//!
+//! ```no_run
+//! use latchkey::{CurrentSession, Latchkey};
+//!
+//! #[rocket::get("/dashboard")]
+//! fn dashboard(me: CurrentSession) -> String {
+//!     format!("{} {}", me.user.id, me.user.email)
+//! }
+//!
+//! #[rocket::launch]
+//! fn rocket() -> _ {
+//!     rocket::build()
+//!         .attach(Latchkey::fairing())
+//!         .mount("/", rocket::routes![dashboard])
+//! }
+//! ```
+//!
+//! [`Latchkey::fairing`] reads the configuration (the keys of the README) from the
+//! application's Figment, connects and applies migrations at ignite (a launch that cannot
+//! fails with one line naming the problem), and mounts the JSON API under `/api`. The
+//! application keeps its own `/`, catchers and headers. The web page ([`web::routes`]) and
+//! `/metrics` ([`metrics::routes`], [`metrics::RequestMetrics`]) are opt-in; the `latchkey`
+//! server binary is [`server::rocket`]: the fairing plus those pieces.
+//!
+//! In the application's routes:
+//! - [`CurrentSession`]: the signed-in user and session. 401 with no or a bad credential, 503
+//!   when the database cannot answer. `Option<CurrentSession>` or
+//!   `Result<CurrentSession, AuthError>` give the route the reason instead. An unsafe request
+//!   authenticated by cookie passes the cross-site check first, whatever the path.
+//! - [`AdminUser`]: the same, for the admin role only (403 otherwise).
+//! - `&State<latchkey::Db>`: [`Db::run`] runs the application's own Diesel queries on
+//!   latchkey's pool, off the async workers, with the same bounded wait (503 past
+//!   `pool_timeout_ms`).
+//!
+//! Layers, each knowing only those below it: `config` → `db` (the one place that knows the
+//! backend) → `auth` (tokens, guards, the shared lookup, the cross-site check) → `api` and
+//! `web` (routes) → `fairing` and `server`; the worker binary uses `config`, `db` and
+//! `cleanup`.
 
 pub mod api;
 pub mod auth;
@@ -12,64 +49,37 @@ pub mod cleanup;
 pub mod clock;
 pub mod config;
 pub mod db;
+mod fairing;
 pub mod metrics;
+pub mod server;
+pub mod token;
 pub mod web;
 
-use rocket::figment::Figment;
-use rocket::{Build, Rocket};
+use std::fmt;
 
-use crate::auth::lookup::SessionLookup;
-use crate::config::Settings;
-use crate::db::models::SessionPolicy;
-use crate::db::Db;
-use crate::metrics::Metrics;
+pub use auth::{AdminUser, AuthError, CurrentSession, SignedIn};
+pub use db::{Db, DbConnection, DbError};
+pub use fairing::{BootWatch, Latchkey, API_BASE};
 
-/// Managed state: everything a route needs, built once at boot.
-pub struct App {
-    pub settings: Settings,
-    pub db: Db,
-    pub lookup: SessionLookup,
-    pub policy: SessionPolicy,
-    pub metrics: Metrics,
+/// Why the fairing refused to launch.
+#[derive(Debug, Clone)]
+pub enum BootError {
+    /// A configuration key has a value latchkey cannot use.
+    Config(config::ConfigError),
+    /// The database cannot be reached or migrated.
+    Database(String),
 }
 
-/// Connects to the database (stopping with its own message if it can't), applies pending
-/// migrations, and assembles the server. `rocket_figment` carries Rocket's own settings.
-pub fn build(settings: Settings, rocket_figment: Figment) -> Result<Rocket<Build>, String> {
-    let (db, applied) = Db::connect_and_migrate(&settings)?;
-    if applied > 0 {
-        tracing::info!(
-            applied,
-            backend = db.backend().as_str(),
-            "migrations applied"
-        );
+impl fmt::Display for BootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootError::Config(e) => e.fmt(f),
+            BootError::Database(e) => write!(f, "database (`database_url`): {e}"),
+        }
     }
-    Ok(assemble(settings, db, rocket_figment))
 }
 
-pub fn assemble(settings: Settings, db: Db, rocket_figment: Figment) -> Rocket<Build> {
-    let hsts = settings.cookie_secure;
-    let metrics = Metrics::new();
-    let app = App {
-        policy: SessionPolicy::from_settings(&settings),
-        settings,
-        lookup: SessionLookup::new(db.clone(), metrics.lookup_batch.clone()),
-        db,
-        metrics,
-    };
-    rocket::custom(rocket_figment)
-        .manage(app)
-        .mount("/api/auth", api::auth::routes())
-        .mount("/api/auth", api::sessions::routes())
-        .mount("/api", api::sessions::event_routes())
-        .mount("/api/admin", api::admin::routes())
-        .mount("/api", api::ops::health_routes())
-        .mount("/", api::ops::metrics_routes())
-        .mount("/", web::routes())
-        .register("/", api::error::catchers())
-        .attach(api::ApiHeaders { hsts })
-        .attach(metrics::RequestMetrics)
-}
+impl std::error::Error for BootError {}
 
 /// Logs to stderr; `RUST_LOG` filters (default `info`). Never logs tokens or passwords.
 pub fn init_tracing() {

@@ -1,28 +1,34 @@
-//! The latchkey server: reads the configuration, connects and migrates, then serves.
+//! The latchkey server: the configuration, the fairing (connect, migrate, the API), the page
+//! and `/metrics`, then serve.
 
 use std::process::ExitCode;
 
-use latchkey::config::{self, Settings};
+use latchkey::{config, server, BootError, Latchkey};
 
 #[rocket::main]
 async fn main() -> ExitCode {
     latchkey::init_tracing();
-    let figment = config::figment();
-    let settings = match Settings::from_figment(&figment) {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("latchkey: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if settings.release && !settings.cookie_secure {
-        tracing::warn!("cookie_secure is off in the release profile: session cookies will be sent over plain HTTP");
-    }
-    let rocket = match latchkey::build(settings, figment) {
+    let latchkey = Latchkey::fairing();
+    let boot = latchkey.boot_watch();
+    let ignited = server::rocket(config::figment(), latchkey).ignite().await;
+    let rocket = match ignited {
         Ok(rocket) => rocket,
         Err(e) => {
-            eprintln!("latchkey: invalid configuration: `database_url` {e}");
-            return ExitCode::from(1);
+            // The fairing has printed its one line; Rocket's own error is printed otherwise.
+            return match boot.failure() {
+                Some(BootError::Config(_)) => {
+                    let _ = e.kind();
+                    ExitCode::from(2)
+                }
+                Some(BootError::Database(_)) => {
+                    let _ = e.kind();
+                    ExitCode::from(1)
+                }
+                None => {
+                    eprintln!("latchkey: {e}");
+                    ExitCode::from(1)
+                }
+            };
         }
     };
     // The first login with an unknown email would otherwise pay for the dummy hash.

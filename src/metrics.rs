@@ -1,5 +1,7 @@
 //! Prometheus metrics: one registry per server, counters bumped where things happen, pool
-//! gauges read at scrape time (no table scans), and a fairing that counts every request.
+//! gauges read at scrape time (no table scans). Opt-in for an application: [`routes`] serves
+//! `GET /metrics` and [`RequestMetrics`] counts every request; the counters themselves are
+//! always kept (the fairing manages [`Metrics`]).
 
 use std::time::Instant;
 
@@ -8,9 +10,11 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use rocket::fairing::{Fairing, Info, Kind};
-use rocket::{Data, Request, Response};
+use rocket::http::ContentType;
+use rocket::{Data, Request, Response, Route, State};
 
 use crate::auth::lookup::SessionLookup;
+use crate::auth::Authenticator;
 use crate::db::Db;
 
 pub struct Metrics {
@@ -171,7 +175,7 @@ impl Fairing for RequestMetrics {
     }
 
     async fn on_response<'r>(&self, req: &'r Request<'_>, res: &mut Response<'r>) {
-        let Some(app) = req.rocket().state::<crate::App>() else {
+        let Some(metrics) = req.rocket().state::<Metrics>() else {
             return;
         };
         let route = req
@@ -179,7 +183,6 @@ impl Fairing for RequestMetrics {
             .and_then(|r| r.name.as_deref())
             .unwrap_or("unmatched");
         let started = req.local_cache(|| RequestStart(Instant::now())).0;
-        let metrics = &app.metrics;
         metrics
             .requests
             .with_label_values(&[
@@ -193,4 +196,22 @@ impl Fairing for RequestMetrics {
             .with_label_values(&[route])
             .observe(started.elapsed().as_secs_f64());
     }
+}
+
+/// `GET /metrics`, to mount where the application wants it (the server mounts it at `/`).
+pub fn routes() -> Vec<Route> {
+    rocket::routes![metrics]
+}
+
+#[rocket::get("/metrics")]
+fn metrics(
+    metrics: &State<Metrics>,
+    db: &State<Db>,
+    auth: &State<Authenticator>,
+) -> (ContentType, String) {
+    let text = metrics.render(db, &auth.lookup);
+    (
+        ContentType::new("text", "plain").with_params(("version", "0.0.4")),
+        text,
+    )
 }

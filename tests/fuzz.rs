@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Auth, Backend, Harness};
-use latchkey::auth::token::{SessionToken, TOKEN_LEN};
+use latchkey::token::{SessionToken, TOKEN_LEN};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rocket::http::ContentType;

@@ -6,13 +6,13 @@ use chrono::Duration;
 use common::{insert_user, Backend, TestDb};
 use diesel::prelude::*;
 use latchkey::auth::lookup::{Resolved, SessionLookup};
-use latchkey::auth::token::{SessionToken, TokenHash};
 use latchkey::clock;
 use latchkey::db::models::session::ClientInfo;
 use latchkey::db::models::{Session, SessionPolicy, User};
 use latchkey::db::schema::sessions;
 use latchkey::db::{establish, run_migrations, Db, DbError};
 use latchkey::metrics::Metrics;
+use latchkey::token::{SessionToken, TokenHash};
 
 struct Store {
     db: Db,
@@ -539,7 +539,7 @@ fn failed_batch_answers_every_lookup(backend: Backend) {
         lookups_behind_a_busy_connection(&s, break_the_join, lookups);
     assert_eq!(results.len(), 6);
     for result in results {
-        assert!(matches!(result, Err(DbError::Query(_))), "{result:?}");
+        assert!(matches!(result, Err(DbError::Failed(_))), "{result:?}");
     }
     assert_eq!((queries, answered), (1, 6.0));
 }

@@ -15,14 +15,15 @@ use serde_json::{json, Value};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::json::{render, JsonBody};
 use crate::api::views::{SessionView, UserView};
-use crate::auth::guard::{CurrentSession, PresentedToken, Via};
-use crate::auth::token::{SessionToken, TokenHash};
-use crate::auth::{cookies, password, throttle};
+use crate::auth::guard::{PresentedToken, Via};
+use crate::auth::{password, throttle, Authenticator, CurrentSession};
 use crate::clock;
+use crate::config::Settings;
 use crate::db::models::session::ClientInfo;
 use crate::db::models::{new_id, EventKind, NewEvent, NewUser, Role, SecurityEvent, Session, User};
-use crate::db::{DbConnection, DbError};
-use crate::App;
+use crate::db::{Db, DbConnection, DbError};
+use crate::metrics::Metrics;
+use crate::token::{SessionToken, TokenHash};
 
 pub fn routes() -> Vec<Route> {
     rocket::routes![
@@ -180,7 +181,9 @@ struct RegisterBody {
 
 #[rocket::post("/register", data = "<body>")]
 async fn register(
-    app: &State<App>,
+    db: &State<Db>,
+    auth: &State<Authenticator>,
+    metrics: &State<Metrics>,
     client: ClientInfo,
     jar: &CookieJar<'_>,
     presented: PresentedToken,
@@ -200,8 +203,7 @@ async fn register(
         ("password", password_problem(&password)),
     ])?;
     let lookup = email.clone();
-    if app
-        .db
+    if db
         .run(move |c| User::find_by_email(c, &lookup))
         .await?
         .is_some()
@@ -209,10 +211,9 @@ async fn register(
         return Err(ApiError::email_taken());
     }
     let password_hash = password::hash(password).await;
-    let policy = app.policy;
+    let policy = auth.policy;
     let now = clock::now();
-    let created = app
-        .db
+    let created = db
         .run(move |conn| {
             conn.transaction(|conn| {
                 let id = new_id();
@@ -250,8 +251,8 @@ async fn register(
         }
         other => other?,
     };
-    app.metrics.sessions_created.inc();
-    cookies::set_session(jar, &app.settings, &token, &session, now);
+    metrics.sessions_created.inc();
+    auth.cookie.set(jar, &token, &session, now);
     Ok((Status::Created, render(&AuthBody::new(&user, &session))?))
 }
 
@@ -261,10 +262,13 @@ struct LoginBody {
     password: String,
 }
 
+/// What signing in touches: the pool, the session policy, the throttle settings, the counters.
+type SignInServices<'a> = (&'a Db, &'a Authenticator, &'a Settings, &'a Metrics);
+
 /// Checks credentials under the login throttle and opens a new session. `replace` is a
 /// session the client already had (fixation defence: it is revoked).
 async fn sign_in(
-    app: &App,
+    (db, auth, settings, metrics): SignInServices<'_>,
     client: ClientInfo,
     body: LoginBody,
     replace: Option<TokenHash>,
@@ -286,14 +290,13 @@ async fn sign_in(
         ),
     ])?;
     let keys = throttle::LoginKeys::new(&email, client.ip.as_deref());
-    let settings = app.settings.clone();
+    let throttle_settings = settings.clone();
     let now = clock::now();
     // A string that cannot be a stored address is not looked up (and cannot reach SQL).
     let lookup = email_problem(&email).is_none().then(|| email.clone());
-    let (locked, user, keys) = app
-        .db
+    let (locked, user, keys) = db
         .run(move |conn| {
-            let locked = throttle::locked_for(conn, &settings, &keys, now)?;
+            let locked = throttle::locked_for(conn, &throttle_settings, &keys, now)?;
             let user = match (&locked, lookup) {
                 (None, Some(email)) => User::find_by_email(conn, &email)?,
                 _ => None,
@@ -302,7 +305,7 @@ async fn sign_in(
         })
         .await?;
     if let Some(seconds) = locked {
-        app.metrics.login("throttled");
+        metrics.login("throttled");
         return Err(ApiError::too_many_attempts(seconds));
     }
     let verified = password::verify(
@@ -310,13 +313,12 @@ async fn sign_in(
         user.as_ref().map(|u| u.password_hash.clone()),
     )
     .await;
-    let settings = app.settings.clone();
-    let policy = app.policy;
+    let settings = settings.clone();
+    let policy = auth.policy;
     let now = clock::now();
     match user {
         Some(user) if verified => {
-            let (user, session, token, revoked) = app
-                .db
+            let (user, session, token, revoked) = db
                 .run(move |conn| {
                     conn.transaction(|conn| {
                         throttle::record_success(conn, &keys)?;
@@ -339,40 +341,44 @@ async fn sign_in(
                     .map(|(session, token, revoked)| (user, session, token, revoked))
                 })
                 .await?;
-            app.metrics.login("success");
-            app.metrics.sessions_created.inc();
+            metrics.login("success");
+            metrics.sessions_created.inc();
             if revoked {
-                app.metrics.sessions_revoked.inc();
+                metrics.sessions_revoked.inc();
             }
             Ok((user, session, token))
         }
         user => {
-            app.db
-                .run(move |conn| {
-                    throttle::record_failure(conn, &settings, &keys, now)?;
-                    if let Some(user) = &user {
-                        record(conn, &user.id, EventKind::LoginFailed, None, &client, now)?;
-                    }
-                    Ok(())
-                })
-                .await?;
-            app.metrics.login("failure");
+            db.run(move |conn| {
+                throttle::record_failure(conn, &settings, &keys, now)?;
+                if let Some(user) = &user {
+                    record(conn, &user.id, EventKind::LoginFailed, None, &client, now)?;
+                }
+                Ok(())
+            })
+            .await?;
+            metrics.login("failure");
             Err(ApiError::invalid_credentials(Status::Unauthorized))
         }
     }
 }
 
 #[rocket::post("/login", data = "<body>")]
+#[allow(clippy::too_many_arguments)]
 async fn login(
-    app: &State<App>,
+    db: &State<Db>,
+    auth: &State<Authenticator>,
+    settings: &State<Settings>,
+    metrics: &State<Metrics>,
     client: ClientInfo,
     jar: &CookieJar<'_>,
     presented: PresentedToken,
     body: JsonBody<LoginBody>,
 ) -> ApiResult<RawJson<String>> {
     let replace = replaced_cookie_session(presented);
-    let (user, session, token) = sign_in(app, client, body.0, replace).await?;
-    cookies::set_session(jar, &app.settings, &token, &session, clock::now());
+    let services = (db.inner(), auth.inner(), settings.inner(), metrics.inner());
+    let (user, session, token) = sign_in(services, client, body.0, replace).await?;
+    auth.cookie.set(jar, &token, &session, clock::now());
     render(&AuthBody::new(&user, &session))
 }
 
@@ -385,11 +391,15 @@ struct TokenBody<'a> {
 
 #[rocket::post("/token", data = "<body>")]
 async fn token(
-    app: &State<App>,
+    db: &State<Db>,
+    auth: &State<Authenticator>,
+    settings: &State<Settings>,
+    metrics: &State<Metrics>,
     client: ClientInfo,
     body: JsonBody<LoginBody>,
 ) -> ApiResult<RawJson<String>> {
-    let (user, session, token) = sign_in(app, client, body.0, None).await?;
+    let services = (db.inner(), auth.inner(), settings.inner(), metrics.inner());
+    let (user, session, token) = sign_in(services, client, body.0, None).await?;
     render(&TokenBody {
         token: token.expose(),
         user: (&user).into(),
@@ -400,7 +410,9 @@ async fn token(
 /// Idempotent: with no session (or an unknown one) it still answers 204 and clears the cookie.
 #[rocket::post("/logout")]
 async fn logout(
-    app: &State<App>,
+    db: &State<Db>,
+    auth: &State<Authenticator>,
+    metrics: &State<Metrics>,
     client: ClientInfo,
     jar: &CookieJar<'_>,
     presented: PresentedToken,
@@ -408,8 +420,7 @@ async fn logout(
     if let Some((token, _)) = presented.0 {
         let hash = token.hash();
         let now = clock::now();
-        let revoked = app
-            .db
+        let revoked = db
             .run(move |conn| {
                 let revoked = Session::revoke_by_token(conn, &hash)?;
                 if let Some(session) = &revoked {
@@ -426,10 +437,10 @@ async fn logout(
             })
             .await?;
         if revoked {
-            app.metrics.sessions_revoked.inc();
+            metrics.sessions_revoked.inc();
         }
     }
-    cookies::clear_session(jar, &app.settings);
+    auth.cookie.clear(jar);
     Ok(SignedOut::new())
 }
 
@@ -440,7 +451,7 @@ fn me(current: CurrentSession) -> ApiResult<RawJson<String>> {
 
 /// Hands the client its session's new token: as the cookie, or in the body for bearer clients.
 fn deliver_token(
-    app: &App,
+    auth: &Authenticator,
     jar: &CookieJar<'_>,
     current: &CurrentSession,
     token: &SessionToken,
@@ -448,7 +459,7 @@ fn deliver_token(
 ) -> Option<String> {
     match current.via {
         Via::Cookie => {
-            cookies::set_session(jar, &app.settings, token, session, clock::now());
+            auth.cookie.set(jar, token, session, clock::now());
             None
         }
         Via::Bearer => Some(token.expose()),
@@ -465,15 +476,15 @@ fn lost_race(current: &CurrentSession) -> ApiError {
 
 #[rocket::post("/refresh")]
 async fn refresh(
-    app: &State<App>,
+    db: &State<Db>,
+    auth: &State<Authenticator>,
     jar: &CookieJar<'_>,
     current: CurrentSession,
 ) -> ApiResult<Json<Value>> {
-    let policy = app.policy;
+    let policy = auth.policy;
     let (id, old) = (current.session.id.clone(), current.hash);
     let now = clock::now();
-    let Some((session, token)) = app
-        .db
+    let Some((session, token)) = db
         .run(move |conn| Session::rotate(conn, &policy, &id, &old, now))
         .await?
     else {
@@ -481,7 +492,7 @@ async fn refresh(
     };
     let view = SessionView::current(&session);
     Ok(Json(
-        match deliver_token(app, jar, &current, &token, &session) {
+        match deliver_token(auth, jar, &current, &token, &session) {
             Some(token) => json!({ "session": view, "token": token }),
             None => json!({ "session": view }),
         },
@@ -503,7 +514,9 @@ struct PasswordBody {
 
 #[rocket::post("/password", data = "<body>")]
 async fn change_password(
-    app: &State<App>,
+    db: &State<Db>,
+    auth: &State<Authenticator>,
+    metrics: &State<Metrics>,
     client: ClientInfo,
     jar: &CookieJar<'_>,
     current: CurrentSession,
@@ -520,15 +533,14 @@ async fn change_password(
         return Err(ApiError::invalid_credentials(Status::Forbidden));
     }
     let new_hash = password::hash(new_password).await;
-    let policy = app.policy;
+    let policy = auth.policy;
     let (user_id, session_id, old) = (
         current.user.id.clone(),
         current.session.id.clone(),
         current.hash,
     );
     let now = clock::now();
-    let changed = app
-        .db
+    let changed = db
         .run(move |conn| {
             conn.transaction(|conn| {
                 let Some((session, token)) =
@@ -553,8 +565,8 @@ async fn change_password(
     let Some((session, token, revoked)) = changed else {
         return Err(lost_race(&current));
     };
-    app.metrics.sessions_revoked.inc_by(revoked as u64);
-    Ok(match deliver_token(app, jar, &current, &token, &session) {
+    metrics.sessions_revoked.inc_by(revoked as u64);
+    Ok(match deliver_token(auth, jar, &current, &token, &session) {
         Some(token) => PasswordChanged::Token(Json(json!({ "token": token }))),
         None => PasswordChanged::Continued(Status::NoContent),
     })
@@ -567,7 +579,8 @@ struct DeleteAccountBody {
 
 #[rocket::delete("/account", data = "<body>")]
 async fn delete_account(
-    app: &State<App>,
+    db: &State<Db>,
+    auth: &State<Authenticator>,
     client: ClientInfo,
     jar: &CookieJar<'_>,
     current: CurrentSession,
@@ -581,24 +594,23 @@ async fn delete_account(
     }
     let (user_id, session_id) = (current.user.id.clone(), current.session.id.clone());
     let now = clock::now();
-    app.db
-        .run(move |conn| {
-            conn.transaction(|conn| {
-                // Recorded first; the event keeps its row (user_id set to NULL) until retention.
-                record(
-                    conn,
-                    &user_id,
-                    EventKind::AccountDeleted,
-                    Some(&session_id),
-                    &client,
-                    now,
-                )?;
-                User::delete(conn, &user_id)
-            })
+    db.run(move |conn| {
+        conn.transaction(|conn| {
+            // Recorded first; the event keeps its row (user_id set to NULL) until retention.
+            record(
+                conn,
+                &user_id,
+                EventKind::AccountDeleted,
+                Some(&session_id),
+                &client,
+                now,
+            )?;
+            User::delete(conn, &user_id)
         })
-        .await?;
+    })
+    .await?;
     if current.via == Via::Cookie {
-        cookies::clear_session(jar, &app.settings);
+        auth.cookie.clear(jar);
     }
     Ok(Status::NoContent)
 }

@@ -10,9 +10,8 @@ use rocket::response::{self, Responder, Response};
 use rocket::Catcher;
 use serde_json::json;
 
-use crate::auth::cookies;
+use crate::auth::{guard, AuthError, Authenticator};
 use crate::db::DbError;
-use crate::App;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -193,11 +192,47 @@ impl From<DbError> for ApiError {
         match e {
             DbError::Unavailable => ApiError::unavailable(),
             DbError::Query(diesel::result::Error::NotFound) => ApiError::not_found(),
-            DbError::Query(e) => {
-                tracing::error!(error = %e, "database query failed");
+            other => {
+                tracing::error!(error = %other, "database call failed");
                 ApiError::internal()
             }
         }
+    }
+}
+
+/// The one place a guard's reason becomes the contract's JSON.
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        match e {
+            AuthError::Unauthenticated { stale_cookie } => ApiError {
+                clear_cookie: stale_cookie,
+                ..ApiError::unauthenticated()
+            },
+            AuthError::Forbidden => ApiError::forbidden(),
+            AuthError::CrossSite => ApiError::csrf_rejected(),
+            AuthError::MethodOverride => ApiError::new(
+                Status::MethodNotAllowed,
+                "method_not_allowed",
+                "Method overrides (`_method`) are not accepted; send the method itself.",
+            ),
+            AuthError::Unavailable => ApiError::unavailable(),
+            AuthError::Internal => ApiError::internal(),
+        }
+    }
+}
+
+/// A host route returning `Result<_, DbError>` answers 503 when the pool or the database could
+/// not answer in time, 404 for `NotFound`, else 500 (logged), in the contract's shape.
+impl<'r> Responder<'r, 'static> for DbError {
+    fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
+        ApiError::from(self).respond_to(req)
+    }
+}
+
+/// A host route returning `Result<_, AuthError>` answers in the contract's shape too.
+impl<'r> Responder<'r, 'static> for AuthError {
+    fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
+        ApiError::from(self).respond_to(req)
     }
 }
 
@@ -212,8 +247,8 @@ impl<'r> Responder<'r, 'static> for ApiError {
         }
         let body = json!({ "error": error }).to_string();
         if self.clear_cookie {
-            if let Some(app) = req.rocket().state::<App>() {
-                cookies::clear_session(req.cookies(), &app.settings);
+            if let Some(auth) = req.rocket().state::<Authenticator>() {
+                auth.cookie.clear(req.cookies());
             }
         }
         let mut response = Response::build();
@@ -229,10 +264,17 @@ impl<'r> Responder<'r, 'static> for ApiError {
     }
 }
 
+/// Renders what a guard reported (a body guard's `ApiError`, or an auth guard's reason) when
+/// its status is the one being caught, else the generic error for the status.
 #[rocket::catch(default)]
 fn any_error(status: Status, req: &Request<'_>) -> ApiError {
-    match req.local_cache(|| GuardError(None)) {
-        GuardError(Some(error)) if error.status == status => error.clone(),
+    if let GuardError(Some(error)) = req.local_cache(|| GuardError(None)) {
+        if error.status == status {
+            return error.clone();
+        }
+    }
+    match guard::failure(req) {
+        Some(reason) if reason.status() == status => reason.into(),
         _ => ApiError::for_status(status),
     }
 }

@@ -9,8 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::error::ApiError;
-use crate::auth::csrf;
-use crate::App;
+use crate::auth::Authenticator;
 
 /// The contract's limit for request bodies.
 pub const BODY_LIMIT_BYTES: usize = 16 * 1024;
@@ -20,11 +19,7 @@ const DRAIN_LIMIT_KIB: u64 = 1024;
 pub struct JsonBody<T>(pub T);
 
 async fn read<T: DeserializeOwned>(req: &Request<'_>, data: Data<'_>) -> Result<T, ApiError> {
-    let app = req
-        .rocket()
-        .state::<App>()
-        .expect("App is managed by lib::build");
-    csrf::check(req, &app.settings)?;
+    Authenticator::of(req)?.cross_site.check(req)?;
     if !req.content_type().is_some_and(|ct| ct.is_json()) {
         return Err(ApiError::unsupported_media_type());
     }
@@ -55,12 +50,24 @@ async fn read<T: DeserializeOwned>(req: &Request<'_>, data: Data<'_>) -> Result<
     serde_json::from_slice(&body).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
-            Category::Data => {
-                ApiError::bad_request(format!("The JSON body has the wrong shape: {e}."))
-            }
+            Category::Data => ApiError::bad_request(format!(
+                "The JSON body has the wrong shape: {}.",
+                shape_problem(&e)
+            )),
             _ => ApiError::bad_request("The request body is not valid JSON."),
         }
     })
+}
+
+/// serde's description of a shape error without Rust's names for our types (`expected struct
+/// LoginBody` says nothing to a client and tells an attacker what we are written in).
+fn shape_problem(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" at line ").next().unwrap_or(&text);
+    match text.find("expected struct ") {
+        Some(at) => format!("{}expected a JSON object", &text[..at]),
+        None => text.to_string(),
+    }
 }
 
 #[rocket::async_trait]

@@ -1,5 +1,5 @@
-//! The HTTP API: routes per area, the error type and catchers, the JSON body guard, and the
-//! headers every API response carries.
+//! The HTTP API of the contract: routes per area, the error type and its catchers, and the
+//! JSON body guard. [`mount`] puts it all under one base (`/api`).
 
 pub mod admin;
 pub mod auth;
@@ -9,32 +9,16 @@ pub mod ops;
 pub mod sessions;
 pub mod views;
 
-use rocket::fairing::{Fairing, Info, Kind};
-use rocket::http::Header;
-use rocket::{Request, Response};
+use rocket::{Build, Rocket};
 
-/// `Cache-Control: no-store` on every API response (they carry session data or errors about
-/// it), and HSTS when cookies are marked `Secure` (the site is served over HTTPS).
-pub struct ApiHeaders {
-    pub hsts: bool,
-}
-
-#[rocket::async_trait]
-impl Fairing for ApiHeaders {
-    fn info(&self) -> Info {
-        Info {
-            name: "API response headers",
-            kind: Kind::Response,
-        }
-    }
-
-    async fn on_response<'r>(&self, req: &'r Request<'_>, res: &mut Response<'r>) {
-        if req.uri().path().starts_with("/api/") {
-            res.set_header(Header::new("Cache-Control", "no-store"));
-        }
-        res.set_header(Header::new("X-Content-Type-Options", "nosniff"));
-        if self.hsts {
-            res.set_header(Header::new("Strict-Transport-Security", "max-age=31536000"));
-        }
-    }
+/// Mounts every API route under `base` and registers the API's catchers there (and only
+/// there: the application keeps its own everywhere else).
+pub fn mount(rocket: Rocket<Build>, base: &str) -> Rocket<Build> {
+    rocket
+        .mount(format!("{base}/auth"), auth::routes())
+        .mount(format!("{base}/auth"), sessions::routes())
+        .mount(base, sessions::event_routes())
+        .mount(format!("{base}/admin"), admin::routes())
+        .mount(base, ops::health_routes())
+        .register(base, error::catchers())
 }

@@ -1,32 +1,27 @@
-//! Operations: `GET /api/health` and `GET /metrics`.
+//! Operations: `GET /api/health`.
 
 use std::time::Instant;
 
 use diesel::RunQueryDsl;
-use rocket::http::{ContentType, Status};
+use rocket::http::Status;
 use rocket::serde::json::Json;
 use rocket::{Route, State};
 use serde_json::{json, Value};
 
-use crate::App;
+use crate::db::Db;
 
 pub fn health_routes() -> Vec<Route> {
     rocket::routes![health]
 }
 
-pub fn metrics_routes() -> Vec<Route> {
-    rocket::routes![metrics]
-}
-
 /// 200 when a pooled connection answers `SELECT 1` within the pool timeout, else 503.
 #[rocket::get("/health")]
-async fn health(app: &State<App>) -> (Status, Json<Value>) {
+async fn health(db: &State<Db>) -> (Status, Json<Value>) {
     let started = Instant::now();
-    let answered = app
-        .db
+    let answered = db
         .run(|conn| diesel::sql_query("SELECT 1").execute(conn))
         .await;
-    let backend = app.db.backend().as_str();
+    let backend = db.backend().as_str();
     let version = env!("CARGO_PKG_VERSION");
     match answered {
         Ok(_) => {
@@ -52,13 +47,4 @@ async fn health(app: &State<App>) -> (Status, Json<Value>) {
             )
         }
     }
-}
-
-#[rocket::get("/metrics")]
-fn metrics(app: &State<App>) -> (ContentType, String) {
-    let text = app.metrics.render(&app.db, &app.lookup);
-    (
-        ContentType::new("text", "plain").with_params(("version", "0.0.4")),
-        text,
-    )
 }

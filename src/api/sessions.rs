@@ -8,12 +8,12 @@ use serde_json::{json, Value};
 use crate::api::auth::SignedOut;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::views::{EventView, SessionView};
-use crate::auth::cookies;
-use crate::auth::guard::{CurrentSession, Via};
+use crate::auth::{Authenticator, CurrentSession, Via};
 use crate::clock;
 use crate::db::models::session::ClientInfo;
 use crate::db::models::{parse_id, EventKind, NewEvent, SecurityEvent, Session};
-use crate::App;
+use crate::db::Db;
+use crate::metrics::Metrics;
 
 pub fn routes() -> Vec<Route> {
     rocket::routes![
@@ -40,11 +40,10 @@ pub fn session_list(sessions: &[Session], current_id: Option<&str>) -> Value {
 }
 
 #[rocket::get("/sessions")]
-async fn list_sessions(app: &State<App>, current: CurrentSession) -> ApiResult<Json<Value>> {
+async fn list_sessions(db: &State<Db>, current: CurrentSession) -> ApiResult<Json<Value>> {
     let user_id = current.user.id.clone();
     let now = clock::now();
-    let sessions = app
-        .db
+    let sessions = db
         .run(move |conn| Session::list_active(conn, &user_id, now))
         .await?;
     Ok(Json(session_list(&sessions, Some(&current.session.id))))
@@ -53,7 +52,9 @@ async fn list_sessions(app: &State<App>, current: CurrentSession) -> ApiResult<J
 /// Revokes one of your own sessions. Someone else's id is indistinguishable from an unknown one.
 #[rocket::delete("/sessions/<id>")]
 async fn revoke_session(
-    app: &State<App>,
+    db: &State<Db>,
+    auth: &State<Authenticator>,
+    metrics: &State<Metrics>,
     client: ClientInfo,
     jar: &CookieJar<'_>,
     current: CurrentSession,
@@ -63,8 +64,7 @@ async fn revoke_session(
     let target = parse_id(id).ok_or_else(ApiError::not_found)?;
     let now = clock::now();
     let target_is_current = target == current.session.id;
-    let revoked = app
-        .db
+    let revoked = db
         .run(move |conn| {
             let revoked = Session::revoke(conn, &user_id, &target)?;
             if revoked {
@@ -82,9 +82,9 @@ async fn revoke_session(
     if !revoked {
         return Err(ApiError::not_found());
     }
-    app.metrics.sessions_revoked.inc();
+    metrics.sessions_revoked.inc();
     if target_is_current && current.via == Via::Cookie {
-        cookies::clear_session(jar, &app.settings);
+        auth.cookie.clear(jar);
     }
     Ok(rocket::http::Status::NoContent)
 }
@@ -92,14 +92,14 @@ async fn revoke_session(
 /// Signs out every other device; this one stays signed in.
 #[rocket::delete("/sessions")]
 async fn revoke_other_sessions(
-    app: &State<App>,
+    db: &State<Db>,
+    metrics: &State<Metrics>,
     client: ClientInfo,
     current: CurrentSession,
 ) -> ApiResult<Json<Value>> {
     let (user_id, keep) = (current.user.id.clone(), current.session.id.clone());
     let now = clock::now();
-    let revoked = app
-        .db
+    let revoked = db
         .run(move |conn| {
             let revoked = Session::revoke_all(conn, &user_id, Some(&keep))?;
             if revoked > 0 {
@@ -114,22 +114,23 @@ async fn revoke_other_sessions(
             Ok(revoked)
         })
         .await?;
-    app.metrics.sessions_revoked.inc_by(revoked as u64);
+    metrics.sessions_revoked.inc_by(revoked as u64);
     Ok(Json(json!({ "revoked": revoked })))
 }
 
 /// Signs out everywhere, this device included.
 #[rocket::post("/logout-all")]
 async fn logout_all(
-    app: &State<App>,
+    db: &State<Db>,
+    auth: &State<Authenticator>,
+    metrics: &State<Metrics>,
     client: ClientInfo,
     jar: &CookieJar<'_>,
     current: CurrentSession,
 ) -> ApiResult<SignedOut> {
     let (user_id, session_id) = (current.user.id.clone(), current.session.id.clone());
     let now = clock::now();
-    let revoked = app
-        .db
+    let revoked = db
         .run(move |conn| {
             let revoked = Session::revoke_all(conn, &user_id, None)?;
             let event = NewEvent {
@@ -142,8 +143,8 @@ async fn logout_all(
             Ok(revoked)
         })
         .await?;
-    app.metrics.sessions_revoked.inc_by(revoked as u64);
-    cookies::clear_session(jar, &app.settings);
+    metrics.sessions_revoked.inc_by(revoked as u64);
+    auth.cookie.clear(jar);
     Ok(SignedOut::new())
 }
 
@@ -151,7 +152,7 @@ async fn logout_all(
 /// is a validation error.
 #[rocket::get("/events?<limit>")]
 async fn list_events(
-    app: &State<App>,
+    db: &State<Db>,
     current: CurrentSession,
     limit: Option<&str>,
 ) -> ApiResult<Json<Value>> {
@@ -169,8 +170,7 @@ async fn list_events(
         },
     };
     let user_id = current.user.id.clone();
-    let events = app
-        .db
+    let events = db
         .run(move |conn| SecurityEvent::list_for_user(conn, &user_id, limit))
         .await?;
     let views: Vec<EventView> = events.into_iter().map(EventView::from).collect();

@@ -1,52 +1,75 @@
-//! The one place that knows the session cookie: its name and attributes come from the settings,
-//! its `Max-Age` from the session's remaining life.
+//! The one place that knows the session cookie: its name and attributes come from the
+//! configuration, its `Max-Age` from the session's remaining life.
 
 use chrono::NaiveDateTime;
 use rocket::http::{Cookie, CookieJar, SameSite as CookieSameSite};
 use rocket::time::{Duration, OffsetDateTime};
 
-use crate::auth::token::SessionToken;
 use crate::config::{SameSite, Settings};
 use crate::db::models::Session;
+use crate::token::SessionToken;
 
-fn same_site(settings: &Settings) -> CookieSameSite {
-    match settings.cookie_same_site {
-        SameSite::Lax => CookieSameSite::Lax,
-        SameSite::Strict => CookieSameSite::Strict,
+/// The session cookie's name and attributes.
+#[derive(Debug, Clone)]
+pub struct SessionCookie {
+    name: String,
+    secure: bool,
+    same_site: SameSite,
+}
+
+impl SessionCookie {
+    pub fn from_settings(settings: &Settings) -> SessionCookie {
+        SessionCookie {
+            name: settings.cookie_name.clone(),
+            secure: settings.cookie_secure,
+            same_site: settings.cookie_same_site,
+        }
     }
-}
 
-/// Sends the session cookie, valid for exactly as long as the session is.
-pub fn set_session(
-    jar: &CookieJar<'_>,
-    settings: &Settings,
-    token: &SessionToken,
-    session: &Session,
-    now: NaiveDateTime,
-) {
-    let cookie = Cookie::build((settings.cookie_name.clone(), token.expose()))
-        .http_only(true)
-        .path("/")
-        .secure(settings.cookie_secure)
-        .same_site(same_site(settings))
-        .max_age(Duration::seconds(session.remaining(now).num_seconds()));
-    jar.add(cookie);
-}
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 
-/// Tells the browser to drop the session cookie (same attributes, so it matches).
-pub fn clear_session(jar: &CookieJar<'_>, settings: &Settings) {
-    let cookie = Cookie::build((settings.cookie_name.clone(), ""))
-        .http_only(true)
-        .path("/")
-        .secure(settings.cookie_secure)
-        .same_site(same_site(settings))
-        .max_age(Duration::ZERO)
-        .expires(OffsetDateTime::UNIX_EPOCH);
-    jar.add(cookie);
-}
+    fn build(&self, value: String) -> Cookie<'static> {
+        Cookie::build((self.name.clone(), value))
+            .http_only(true)
+            .path("/")
+            .secure(self.secure)
+            .same_site(match self.same_site {
+                SameSite::Lax => CookieSameSite::Lax,
+                SameSite::Strict => CookieSameSite::Strict,
+            })
+            .build()
+    }
 
-/// The raw session cookie value, if the request has one.
-pub fn session_cookie(jar: &CookieJar<'_>, settings: &Settings) -> Option<String> {
-    jar.get(&settings.cookie_name)
-        .map(|c| c.value().to_string())
+    /// Sends the session cookie, valid for exactly as long as the session is.
+    pub fn set(
+        &self,
+        jar: &CookieJar<'_>,
+        token: &SessionToken,
+        session: &Session,
+        now: NaiveDateTime,
+    ) {
+        let mut cookie = self.build(token.expose());
+        cookie.set_max_age(Duration::seconds(session.remaining(now).num_seconds()));
+        jar.add(cookie);
+    }
+
+    /// A cookie that tells the browser to drop the session cookie (same attributes, so it
+    /// matches).
+    pub fn removal(&self) -> Cookie<'static> {
+        let mut cookie = self.build(String::new());
+        cookie.set_max_age(Duration::ZERO);
+        cookie.set_expires(OffsetDateTime::UNIX_EPOCH);
+        cookie
+    }
+
+    pub fn clear(&self, jar: &CookieJar<'_>) {
+        jar.add(self.removal());
+    }
+
+    /// The raw session cookie value, if the request has one.
+    pub fn read(&self, jar: &CookieJar<'_>) -> Option<String> {
+        jar.get(&self.name).map(|c| c.value().to_string())
+    }
 }

@@ -1,44 +1,91 @@
-//! Cross-site request protection for unsafe methods under `/api/`: a browser names the page
-//! that sent a request in `Origin` (and `Sec-Fetch-Site`); a request from another site is
-//! refused unless it carries an `Authorization` header, which browsers never add on their own.
+//! The one cross-site check. A browser names the page that sent a request in `Origin` (and
+//! `Sec-Fetch-Site`); an unsafe request from another site is refused unless it carries an
+//! `Authorization` header, which browsers never add on their own.
+//!
+//! It does not look at the path: it runs wherever it is asked, which is for every request
+//! that reaches latchkey's own API with a body or a credential, and for every unsafe request a
+//! guard authenticates by cookie, in any route of the host application. A path spelled
+//! `//api/…` or `/api/%61uth/…` reaches the same route and so gets the same check.
 
 use rocket::http::Method;
 use rocket::Request;
 
-use crate::api::error::ApiError;
+use crate::auth::AuthError;
 use crate::config::Settings;
 
-pub fn check(req: &Request<'_>, settings: &Settings) -> Result<(), ApiError> {
-    if matches!(req.method(), Method::Get | Method::Head | Method::Options) {
-        return Ok(());
+/// Origins other than the request's own host that may send unsafe requests by cookie.
+#[derive(Debug, Clone, Default)]
+pub struct CrossSiteCheck {
+    allowed_origins: Vec<String>,
+}
+
+/// Methods that change nothing and need no check.
+pub fn is_safe(method: Method) -> bool {
+    matches!(method, Method::Get | Method::Head | Method::Options)
+}
+
+impl CrossSiteCheck {
+    pub fn from_settings(settings: &Settings) -> CrossSiteCheck {
+        CrossSiteCheck {
+            allowed_origins: settings.allowed_origins.clone(),
+        }
     }
-    if !req.uri().path().starts_with("/api/") {
-        return Ok(());
+
+    /// Whether `origin` (as a browser writes it, `scheme://host[:port]`) is one of
+    /// `allowed_origins`.
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allowed_origins.contains(&normalize_origin(origin))
     }
-    let headers = req.headers();
-    if headers.contains("Authorization") {
-        return Ok(());
+
+    pub fn check(&self, req: &Request<'_>) -> Result<(), AuthError> {
+        if is_safe(req.method()) {
+            return Ok(());
+        }
+        // Rocket turns `POST` with a form body starting `_method=delete` into DELETE before any
+        // guard runs. latchkey's API takes JSON only and never honours that override: a form
+        // is what a hostile page can send without a preflight.
+        if req.method() != Method::Post && req.content_type().is_some_and(|ct| ct.is_form()) {
+            return Err(AuthError::MethodOverride);
+        }
+        let headers = req.headers();
+        if headers.contains("Authorization") {
+            return Ok(());
+        }
+        self.check_origin(
+            headers.get_one("Origin"),
+            headers.get_one("Sec-Fetch-Site"),
+            headers.get_one("Host"),
+        )
     }
-    if headers
-        .get_one("Sec-Fetch-Site")
-        .is_some_and(|site| site.eq_ignore_ascii_case("cross-site"))
-    {
-        return Err(ApiError::csrf_rejected());
+
+    /// The check itself on the three headers that decide it (also used for the request a
+    /// reverse proxy asks about).
+    pub fn check_origin(
+        &self,
+        origin: Option<&str>,
+        fetch_site: Option<&str>,
+        host: Option<&str>,
+    ) -> Result<(), AuthError> {
+        if fetch_site.is_some_and(|site| site.trim().eq_ignore_ascii_case("cross-site")) {
+            return Err(AuthError::CrossSite);
+        }
+        let Some(origin) = origin else {
+            return Ok(());
+        };
+        let origin = normalize_origin(origin);
+        if self.allowed_origins.contains(&origin) {
+            return Ok(());
+        }
+        let host = host.map(|h| h.trim().to_ascii_lowercase());
+        match (origin_authority(&origin), host) {
+            (Some(authority), Some(host)) if same_authority(&authority, &host) => Ok(()),
+            _ => Err(AuthError::CrossSite),
+        }
     }
-    let Some(origin) = headers.get_one("Origin") else {
-        return Ok(());
-    };
-    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
-    if settings.allowed_origins.contains(&origin) {
-        return Ok(());
-    }
-    let host = headers
-        .get_one("Host")
-        .map(|h| h.trim().to_ascii_lowercase());
-    match (origin_authority(&origin), host) {
-        (Some(authority), Some(host)) if same_authority(&authority, &host) => Ok(()),
-        _ => Err(ApiError::csrf_rejected()),
-    }
+}
+
+fn normalize_origin(origin: &str) -> String {
+    origin.trim().trim_end_matches('/').to_ascii_lowercase()
 }
 
 /// `https://example.com:8443` → `example.com:8443`, with the scheme's default port dropped.
@@ -83,5 +130,32 @@ mod tests {
         assert!(same_authority("a.example", "a.example:80"));
         assert!(!same_authority("evil.example", "a.example"));
         assert!(!same_authority("a.example:8001", "a.example:8000"));
+    }
+
+    #[test]
+    fn origins() {
+        let check = CrossSiteCheck {
+            allowed_origins: vec!["https://app.example".into()],
+        };
+        let host = Some("auth.example");
+        assert!(check.check_origin(None, None, host).is_ok());
+        assert!(check
+            .check_origin(Some("https://auth.example"), None, host)
+            .is_ok());
+        assert!(check
+            .check_origin(Some("https://APP.example/"), None, host)
+            .is_ok());
+        assert_eq!(
+            check.check_origin(Some("https://evil.example"), None, host),
+            Err(AuthError::CrossSite)
+        );
+        assert_eq!(
+            check.check_origin(None, Some("cross-site"), host),
+            Err(AuthError::CrossSite)
+        );
+        assert_eq!(
+            check.check_origin(Some("null"), None, host),
+            Err(AuthError::CrossSite)
+        );
     }
 }

@@ -1,57 +1,168 @@
-//! Request guards. They compose: [`PresentedToken`] reads a credential (cookie or bearer),
-//! [`CurrentSession`] resolves it through the pool in one query, [`AdminUser`] requires the
-//! admin role on top. No credential is 401, a bad one 401 (and a stale cookie is cleared), a
-//! database that cannot answer 503 with the cookie left alone. Guards that read a credential
-//! for an unsafe method also apply the cross-site check.
+//! Request guards. They compose: a credential is read (cookie or bearer), [`CurrentSession`]
+//! resolves it through the shared lookup, [`AdminUser`] requires the admin role on top. No or
+//! a bad credential is 401 (and a stale cookie is cleared), a database that cannot answer 503
+//! with the cookie left alone. A guard that authenticates an unsafe request by cookie applies
+//! the cross-site check, whatever the path.
+//!
+//! Every guard reads one managed [`Authenticator`], which [`crate::Latchkey`] puts in place at
+//! ignite; a route that uses a guard in an application without it fails at launch (a Rocket
+//! sentinel), not at its first request.
 
 use std::ops::Deref;
 use std::sync::Arc;
 
-use rocket::http::Status;
 use rocket::request::{FromRequest, Outcome, Request};
+use rocket::{Ignite, Rocket, Sentinel};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::api::error::ApiError;
-use crate::auth::cookies;
-use crate::auth::csrf;
-use crate::auth::token::{SessionToken, TokenHash};
+use crate::auth::cookies::SessionCookie;
+use crate::auth::csrf::CrossSiteCheck;
+use crate::auth::lookup::SessionLookup;
+use crate::auth::AuthError;
 use crate::clock;
 use crate::db::models::session::ClientInfo;
-use crate::db::models::{Session, User};
-use crate::App;
+use crate::db::models::{Session, SessionPolicy, User};
+use crate::db::Db;
+use crate::token::{SessionToken, TokenHash};
 
-fn app<'r>(req: &'r Request<'_>) -> &'r App {
-    req.rocket()
-        .state::<App>()
-        .expect("App is managed by lib::build")
+/// Everything the guards need, managed once by the fairing.
+pub struct Authenticator {
+    pub(crate) lookup: SessionLookup,
+    pub(crate) db: Db,
+    pub(crate) policy: SessionPolicy,
+    /// The session cookie (name, attributes).
+    pub cookie: SessionCookie,
+    /// The cross-site check with the configured `allowed_origins`.
+    pub cross_site: CrossSiteCheck,
+    cron_secret: Option<String>,
 }
 
-fn guard_result<T>(req: &Request<'_>, result: Result<T, ApiError>) -> Outcome<T, ()> {
-    match result {
-        Ok(value) => Outcome::Success(value),
-        Err(error) => Outcome::Error((error.remember(req), ())),
+impl Authenticator {
+    pub(crate) fn new(
+        lookup: SessionLookup,
+        db: Db,
+        settings: &crate::config::Settings,
+    ) -> Authenticator {
+        Authenticator {
+            lookup,
+            db,
+            policy: SessionPolicy::from_settings(settings),
+            cookie: SessionCookie::from_settings(settings),
+            cross_site: CrossSiteCheck::from_settings(settings),
+            cron_secret: settings.cron_secret.clone(),
+        }
+    }
+
+    /// The managed authenticator, or `Internal` (a sentinel normally stops such a launch).
+    pub(crate) fn of<'r>(req: &'r Request<'_>) -> Result<&'r Authenticator, AuthError> {
+        req.rocket().state::<Authenticator>().ok_or_else(|| {
+            tracing::error!("latchkey's state is missing: attach `Latchkey::fairing()`");
+            AuthError::Internal
+        })
+    }
+
+    /// The credential this request carries: the `Authorization` header wins over the cookie.
+    /// `Ok(None)` when there is none.
+    fn credential(&self, req: &Request<'_>) -> Result<Option<(SessionToken, Via)>, AuthError> {
+        if let Some(value) = bearer_value(req) {
+            let token = SessionToken::parse(value?).ok_or_else(AuthError::unauthenticated)?;
+            return Ok(Some((token, Via::Bearer)));
+        }
+        match self.cookie.read(req.cookies()) {
+            Some(value) => match SessionToken::parse(&value) {
+                Some(token) => Ok(Some((token, Via::Cookie))),
+                None => Err(AuthError::stale_cookie()),
+            },
+            None => Ok(None),
+        }
+    }
+
+    async fn authenticate(&self, req: &Request<'_>) -> Result<CurrentSession, AuthError> {
+        let Some((token, via)) = self.credential(req)? else {
+            return Err(AuthError::unauthenticated());
+        };
+        if via == Via::Cookie {
+            self.cross_site.check(req)?;
+        }
+        let hash = token.hash();
+        let now = clock::now();
+        let Some((mut session, user)) = self.lookup.resolve(hash, now).await? else {
+            return Err(match via {
+                Via::Cookie => AuthError::stale_cookie(),
+                Via::Bearer => AuthError::unauthenticated(),
+            });
+        };
+        // Rolling expiry, at most once per touch interval. The write may wait on row locks, so
+        // it runs in the background and the request does not wait for it; if too many are
+        // already in flight it is skipped (the session's next request tries again). The answer
+        // shows the new times, as the write will.
+        let policy = self.policy;
+        if session.due_for_touch(&policy, now) {
+            let stored = session.clone();
+            let started = self.db.run_detached("session touch", move |conn| {
+                let mut stored = stored;
+                stored.touch(conn, &policy, now).map(drop)
+            });
+            if started {
+                session.last_seen_at = now;
+                session.expires_at = policy.expires_at(session.created_at, now);
+                if via == Via::Cookie {
+                    self.cookie.set(req.cookies(), &token, &session, now);
+                }
+            }
+        }
+        Ok(CurrentSession(Arc::new(SignedIn {
+            session,
+            user,
+            hash,
+            via,
+        })))
     }
 }
 
-/// Longest user agent kept with a session; the rest is noise or abuse.
-const MAX_USER_AGENT: usize = 256;
+/// A guard failure, remembered for the rest of the request: latchkey's catchers render it,
+/// and the response fairing clears a stale cookie even when the host's own catcher answers.
+struct Failure(Option<AuthError>);
+
+fn fail<T>(req: &Request<'_>, error: AuthError) -> Outcome<T, AuthError> {
+    req.local_cache(|| Failure(Some(error)));
+    Outcome::Error((error.status(), error))
+}
+
+/// The reason a latchkey guard refused this request, if one did.
+pub fn failure(req: &Request<'_>) -> Option<AuthError> {
+    req.local_cache(|| Failure(None)).0
+}
+
+/// The session resolved for this request, once, whichever guards ask.
+struct Resolution(Option<Result<CurrentSession, AuthError>>);
+
+/// Whether a guard resolved a session for this request (its answer carries session data).
+pub fn resolved(req: &Request<'_>) -> bool {
+    matches!(req.local_cache(|| Resolution(None)).0, Some(Ok(_)))
+}
+
+fn abort_without_state(rocket: &Rocket<Ignite>, guard: &str) -> bool {
+    if rocket.state::<Authenticator>().is_some() {
+        return false;
+    }
+    tracing::error!(
+        "a route uses latchkey's `{guard}` guard, but `Latchkey::fairing()` is not attached"
+    );
+    eprintln!("latchkey: a route uses `{guard}`, but `Latchkey::fairing()` is not attached");
+    true
+}
 
 #[rocket::async_trait]
 impl<'r> FromRequest<'r> for ClientInfo {
     type Error = ();
 
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ()> {
-        let user_agent = req.headers().get_one("User-Agent").map(|ua| {
-            ua.chars()
-                .filter(|c| !c.is_control())
-                .take(MAX_USER_AGENT)
-                .collect::<String>()
-        });
-        Outcome::Success(ClientInfo {
-            ip: req.client_ip().map(|ip| ip.to_string()),
-            user_agent: user_agent.filter(|ua| !ua.is_empty()),
-        })
+        Outcome::Success(ClientInfo::new(
+            req.client_ip().map(|ip| ip.to_string()),
+            req.headers().get_one("User-Agent"),
+        ))
     }
 }
 
@@ -63,56 +174,61 @@ pub enum Via {
 }
 
 /// `Authorization: Bearer <value>`, if present (any scheme other than Bearer is an error).
-fn bearer_value<'a>(req: &'a Request<'_>) -> Option<Result<&'a str, ApiError>> {
+fn bearer_value<'a>(req: &'a Request<'_>) -> Option<Result<&'a str, AuthError>> {
     let value = req.headers().get_one("Authorization")?;
     let value = value.trim();
     Some(match value.get(..7) {
         Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => Ok(value[7..].trim()),
-        _ => Err(ApiError::unauthenticated()),
+        _ => Err(AuthError::unauthenticated()),
     })
 }
 
-/// The credential this request carries: the `Authorization` header wins over the cookie.
-fn credential(req: &Request<'_>, app: &App) -> Result<Option<(SessionToken, Via)>, ApiError> {
-    if let Some(value) = bearer_value(req) {
-        let token = SessionToken::parse(value?).ok_or_else(ApiError::unauthenticated)?;
-        return Ok(Some((token, Via::Bearer)));
-    }
-    match cookies::session_cookie(req.cookies(), &app.settings) {
-        Some(value) => match SessionToken::parse(&value) {
-            Some(token) => Ok(Some((token, Via::Cookie))),
-            None => Err(ApiError::unauthenticated().clearing_cookie()),
-        },
-        None => Ok(None),
-    }
-}
-
-/// A well-formed token the client sent, not yet looked up (login revokes it; logout deletes
-/// it). Malformed or absent is `None`.
+/// For latchkey's own sign-in and sign-out routes: the cross-site check (always, credential
+/// or not), then the well-formed token the client sent, not yet looked up (login revokes it;
+/// logout deletes it). Malformed or absent is `None`.
 pub struct PresentedToken(pub Option<(SessionToken, Via)>);
 
 #[rocket::async_trait]
 impl<'r> FromRequest<'r> for PresentedToken {
-    type Error = ();
+    type Error = AuthError;
 
-    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ()> {
-        let app = app(req);
-        let result = csrf::check(req, &app.settings)
-            .map(|()| PresentedToken(credential(req, app).unwrap_or(None)));
-        guard_result(req, result)
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, AuthError> {
+        let checked = Authenticator::of(req).and_then(|auth| {
+            auth.cross_site.check(req)?;
+            Ok(PresentedToken(auth.credential(req).unwrap_or(None)))
+        });
+        match checked {
+            Ok(presented) => Outcome::Success(presented),
+            Err(error) => fail(req, error),
+        }
     }
 }
 
-/// The signed-in session and its user, resolved once per request; every guard that asks gets
-/// the same shared value.
+impl Sentinel for PresentedToken {
+    fn abort(rocket: &Rocket<Ignite>) -> bool {
+        abort_without_state(rocket, "PresentedToken")
+    }
+}
+
+/// The signed-in session and its user: a request guard for any route.
+///
+/// Resolved once per request through latchkey's shared lookup: 401 with no or a bad
+/// credential, 503 when the database cannot answer (never 401), and the session extended as
+/// usual. `Option<CurrentSession>` and `Result<CurrentSession, AuthError>` let a route decide
+/// for itself. An unsafe request (POST, PUT, PATCH, DELETE) authenticated by cookie must pass
+/// the cross-site check first.
 #[derive(Clone)]
 pub struct CurrentSession(Arc<SignedIn>);
 
+/// What [`CurrentSession`] dereferences to.
 pub struct SignedIn {
-    pub session: Session,
+    /// The account.
     pub user: User,
-    pub hash: TokenHash,
+    /// The session this request authenticated with.
+    pub session: Session,
+    /// Whether it came as the cookie or a bearer token.
     pub via: Via,
+    pub(crate) hash: TokenHash,
 }
 
 impl Deref for CurrentSession {
@@ -123,86 +239,71 @@ impl Deref for CurrentSession {
     }
 }
 
-async fn authenticate(req: &Request<'_>, app: &App) -> Result<CurrentSession, ApiError> {
-    let Some((token, via)) = credential(req, app)? else {
-        return Err(ApiError::unauthenticated());
-    };
-    if via == Via::Cookie {
-        csrf::check(req, &app.settings)?;
-    }
-    let hash = token.hash();
-    let policy = app.policy;
-    let now = clock::now();
-    let found = app.lookup.resolve(hash, now).await?;
-    match found {
-        Some((mut session, user)) => {
-            // Rolling expiry, at most once per touch interval. The write may wait on row locks,
-            // so it runs in the background on the blocking pool and the request does not wait
-            // for it; if too many are already in flight it is skipped (the session's next
-            // request tries again). The answer shows the new times, as the write will.
-            if session.due_for_touch(&policy, now) {
-                let stored = session.clone();
-                let started = app.db.run_detached("session touch", move |conn| {
-                    let mut stored = stored;
-                    stored.touch(conn, &policy, now).map(drop)
-                });
-                if started {
-                    session.last_seen_at = now;
-                    session.expires_at = policy.expires_at(session.created_at, now);
-                    if via == Via::Cookie {
-                        cookies::set_session(req.cookies(), &app.settings, &token, &session, now);
-                    }
-                }
-            }
-            Ok(CurrentSession(Arc::new(SignedIn {
-                session,
-                user,
-                hash,
-                via,
-            })))
-        }
-        None if via == Via::Cookie => Err(ApiError::unauthenticated().clearing_cookie()),
-        None => Err(ApiError::unauthenticated()),
-    }
-}
-
 #[rocket::async_trait]
 impl<'r> FromRequest<'r> for CurrentSession {
-    type Error = ();
+    type Error = AuthError;
 
-    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ()> {
-        // Resolved once per request, however many guards ask.
-        let result = req
-            .local_cache_async(async { authenticate(req, app(req)).await })
-            .await
-            .clone();
-        guard_result(req, result)
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, AuthError> {
+        let resolution = req
+            .local_cache_async(async {
+                let result = match Authenticator::of(req) {
+                    Ok(auth) => auth.authenticate(req).await,
+                    Err(e) => Err(e),
+                };
+                Resolution(Some(result))
+            })
+            .await;
+        match &resolution.0 {
+            Some(Ok(current)) => Outcome::Success(current.clone()),
+            Some(Err(error)) => fail(req, *error),
+            None => fail(req, AuthError::Internal),
+        }
     }
 }
 
-/// A signed-in admin.
+impl Sentinel for CurrentSession {
+    fn abort(rocket: &Rocket<Ignite>) -> bool {
+        abort_without_state(rocket, "CurrentSession")
+    }
+}
+
+/// A signed-in admin (role `admin`): 403 `forbidden` for anyone else who is signed in.
 pub struct AdminUser(pub CurrentSession);
+
+impl Deref for AdminUser {
+    type Target = SignedIn;
+
+    fn deref(&self) -> &SignedIn {
+        &self.0
+    }
+}
 
 #[rocket::async_trait]
 impl<'r> FromRequest<'r> for AdminUser {
-    type Error = ();
+    type Error = AuthError;
 
-    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ()> {
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, AuthError> {
         match CurrentSession::from_request(req).await {
             Outcome::Success(current) if current.user.is_admin() => {
                 Outcome::Success(AdminUser(current))
             }
-            Outcome::Success(_) => Outcome::Error((ApiError::forbidden().remember(req), ())),
+            Outcome::Success(_) => fail(req, AuthError::Forbidden),
             Outcome::Error(e) => Outcome::Error(e),
             Outcome::Forward(f) => Outcome::Forward(f),
         }
     }
 }
 
+impl Sentinel for AdminUser {
+    fn abort(rocket: &Rocket<Ignite>) -> bool {
+        abort_without_state(rocket, "AdminUser")
+    }
+}
+
 /// Who may run a cleanup over HTTP: the scheduler holding `CRON_SECRET`, or an admin.
 pub enum CleanupCaller {
     CronSecret,
-    Admin(Box<CurrentSession>),
+    Admin(Box<AdminUser>),
 }
 
 /// Compares digests so that neither the content nor the length leaks through timing.
@@ -214,21 +315,28 @@ fn secret_matches(given: &str, secret: &str) -> bool {
 
 #[rocket::async_trait]
 impl<'r> FromRequest<'r> for CleanupCaller {
-    type Error = ();
+    type Error = AuthError;
 
-    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ()> {
-        if let (Some(secret), Some(Ok(given))) = (&app(req).settings.cron_secret, bearer_value(req))
-        {
+    async fn from_request(req: &'r Request<'_>) -> Outcome<Self, AuthError> {
+        let auth = match Authenticator::of(req) {
+            Ok(auth) => auth,
+            Err(e) => return fail(req, e),
+        };
+        if let (Some(secret), Some(Ok(given))) = (&auth.cron_secret, bearer_value(req)) {
             if secret_matches(given, secret) {
                 return Outcome::Success(CleanupCaller::CronSecret);
             }
         }
         match AdminUser::from_request(req).await {
-            Outcome::Success(AdminUser(current)) => {
-                Outcome::Success(CleanupCaller::Admin(Box::new(current)))
-            }
+            Outcome::Success(admin) => Outcome::Success(CleanupCaller::Admin(Box::new(admin))),
             Outcome::Error(e) => Outcome::Error(e),
-            Outcome::Forward(_) => Outcome::Error((Status::Unauthorized, ())),
+            Outcome::Forward(_) => fail(req, AuthError::unauthenticated()),
         }
+    }
+}
+
+impl Sentinel for CleanupCaller {
+    fn abort(rocket: &Rocket<Ignite>) -> bool {
+        abort_without_state(rocket, "CleanupCaller")
     }
 }

@@ -16,9 +16,9 @@ use diesel::result::QueryResult;
 use prometheus::Histogram;
 use rocket::tokio::sync::oneshot;
 
-use crate::auth::token::TokenHash;
 use crate::db::models::{Session, User};
 use crate::db::{Db, DbConnection, DbError};
+use crate::token::TokenHash;
 
 /// The most lookups one query carries. Bounds a statement's size and its answer's delay.
 pub const MAX_BATCH: usize = 32;
@@ -64,7 +64,7 @@ impl SessionLookup {
             let served = self.db.read_inline(move |conn| run_batch(conn, &shared));
             rocket::tokio::select! {
                 biased;
-                result = &mut answer => return result.unwrap_or(Err(DbError::Unavailable)),
+                result = &mut answer => return result.unwrap_or_else(|_| Err(dropped())),
                 served = served => match served {
                     // Another batch holds this request: its answer is on the way.
                     Ok(0) => break,
@@ -84,13 +84,18 @@ impl SessionLookup {
                 },
             }
         }
-        answer.await.unwrap_or(Err(DbError::Unavailable))
+        answer.await.unwrap_or_else(|_| Err(dropped()))
     }
 
     /// Lookups queued right now, waiting for the lane (for the metrics).
     pub fn waiting(&self) -> usize {
         lock(&self.shared.queue).len()
     }
+}
+
+/// The batch that carried this lookup ended without answering it (its task panicked).
+fn dropped() -> DbError {
+    DbError::Failed("the shared lookup carrying this request ended without an answer".into())
 }
 
 fn lock(queue: &Mutex<VecDeque<Waiter>>) -> MutexGuard<'_, VecDeque<Waiter>> {

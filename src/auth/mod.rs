@@ -1,10 +1,14 @@
-//! Authentication: tokens, password hashing, the session cookie, request guards, the
-//! cross-site check and login throttling.
+//! Authentication: password hashing, the session cookie, request guards, the shared session
+//! lookup, the cross-site check and login throttling. Knows the database layer (`db`) and
+//! nothing above it; its one error type is [`AuthError`].
 
 pub mod cookies;
 pub mod csrf;
+mod error;
 pub mod guard;
 pub mod lookup;
 pub mod password;
 pub mod throttle;
-pub mod token;
+
+pub use error::AuthError;
+pub use guard::{AdminUser, Authenticator, CurrentSession, SignedIn, Via};

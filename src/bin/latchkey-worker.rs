@@ -81,7 +81,7 @@ fn one_shot(settings: &Settings, work: impl FnOnce(&mut DbConnection) -> ExitCod
     let mut conn = match db::establish(&settings.database) {
         Ok(conn) => conn,
         Err(e) => {
-            eprintln!("latchkey-worker: invalid configuration: `database_url` cannot connect: {e}");
+            eprintln!("latchkey-worker: database (`database_url`): cannot connect: {e}");
             return ExitCode::from(1);
         }
     };

@@ -184,6 +184,10 @@ pub enum DbError {
     Unavailable,
     /// The query itself failed (a constraint, `NotFound`, a bug).
     Query(DieselError),
+    /// The call never produced an answer of its own: the task running it panicked, or a shared
+    /// query it was waiting on failed (the text says which and why). Always a bug or an outage
+    /// worth logging, never something a caller can act on.
+    Failed(String),
 }
 
 impl From<DieselError> for DbError {
@@ -197,13 +201,14 @@ impl From<DieselError> for DbError {
 }
 
 impl DbError {
-    /// The same failure for each of several callers of one query (one of them gets the
-    /// original): unavailable stays unavailable, anything else is a query error with its text.
+    /// The same failure for each of several callers of one query: unavailable stays
+    /// unavailable, anything else is described (Diesel errors cannot be cloned, and inventing
+    /// one would mislead whoever reads the log).
     pub fn shared(e: &DieselError) -> DbError {
         if is_unavailable(e) {
             DbError::Unavailable
         } else {
-            DbError::Query(DieselError::QueryBuilderError(e.to_string().into()))
+            DbError::Failed(format!("a shared query failed: {e}"))
         }
     }
 }
@@ -213,6 +218,7 @@ impl fmt::Display for DbError {
         match self {
             DbError::Unavailable => f.write_str("database unavailable"),
             DbError::Query(e) => write!(f, "query failed: {e}"),
+            DbError::Failed(why) => f.write_str(why),
         }
     }
 }
@@ -343,10 +349,9 @@ impl Db {
         };
         match rocket::tokio::task::spawn_blocking(task).await {
             Ok(result) => result,
-            Err(join) => {
-                tracing::error!(error = %join, "database task panicked");
-                Err(DbError::Query(DieselError::BrokenTransactionManager))
-            }
+            Err(join) => Err(DbError::Failed(format!(
+                "the database task panicked: {join}"
+            ))),
         }
     }
 

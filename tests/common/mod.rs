@@ -161,7 +161,10 @@ impl Harness {
         let test_db = TestDb::new(backend)?;
         let mut settings = test_db.settings();
         adjust(&mut settings);
-        let rocket = latchkey::build(settings.clone(), rocket_figment()).expect("server builds");
+        let rocket = latchkey::server::rocket(
+            rocket_figment(),
+            latchkey::Latchkey::with_settings(settings.clone()),
+        );
         let client = Client::untracked(rocket).expect("valid rocket");
         let db = Db::pool_only(&settings);
         Some(Harness {

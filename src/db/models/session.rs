@@ -6,11 +6,11 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Timestamp};
 use diesel::AggregateExpressionMethods;
 
-use crate::auth::token::{SessionToken, TokenHash};
 use crate::config::Settings;
 use crate::db::models::{new_id, User};
 use crate::db::schema::{sessions, users};
 use crate::db::DbConnection;
+use crate::token::{SessionToken, TokenHash};
 
 /// A session row, without its token hash (which only ever appears in `WHERE` clauses).
 #[derive(Queryable, Selectable, Clone, Debug)]
@@ -70,6 +70,25 @@ impl SessionPolicy {
 pub struct ClientInfo {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+}
+
+/// Longest user agent kept with a session; the rest is noise or abuse.
+const MAX_USER_AGENT: usize = 256;
+
+impl ClientInfo {
+    /// The user agent is kept without control characters and cut to 256 characters.
+    pub fn new(ip: Option<String>, user_agent: Option<&str>) -> ClientInfo {
+        let user_agent = user_agent.map(|ua| {
+            ua.chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_USER_AGENT)
+                .collect::<String>()
+        });
+        ClientInfo {
+            ip,
+            user_agent: user_agent.filter(|ua| !ua.is_empty()),
+        }
+    }
 }
 
 impl Session {
