@@ -201,6 +201,9 @@ pub fn figment() -> Figment {
     Figment::from(rocket::Config::default())
         .merge(Serialized::default("ip_header", false))
         .merge(Serialized::default("workers", default_workers()))
+        // Rocket's own per-request lines would print query strings (a token pasted into a
+        // wrong URL, say); latchkey logs what matters itself. `ROCKET_LOG_LEVEL` still wins.
+        .merge(Serialized::default("log_level", "critical"))
         .merge(Toml::file(Env::var_or("ROCKET_CONFIG", "Rocket.toml")).nested())
         .merge(Env::prefixed("ROCKET_").ignore(&["PROFILE"]).global())
         .merge(Env::raw().only(&["DATABASE_URL", "CRON_SECRET"]).global())
@@ -303,10 +306,14 @@ impl Settings {
                 problem: format!("is not a valid cookie name (got `{cookie_name}`)"),
             });
         }
-        if cookie_name.starts_with("__Host-") && !cookie_secure {
+        // Browsers match the prefixes without regard to case.
+        let lower = cookie_name.to_ascii_lowercase();
+        if (lower.starts_with("__host-") || lower.starts_with("__secure-")) && !cookie_secure {
             return Err(ConfigError {
                 key: "cookie_name".into(),
-                problem: "uses the `__Host-` prefix, which requires `cookie_secure = true`".into(),
+                problem:
+                    "uses a `__Host-` or `__Secure-` prefix, which requires `cookie_secure = true`"
+                        .into(),
             });
         }
         let idle = seconds("session_idle_timeout", raw.session_idle_timeout)?;

@@ -3,7 +3,7 @@
 //! error shape for every path, and the site-wide headers. The binary and the tests both build
 //! it here; there is no other way the server is assembled.
 
-use rocket::fairing::{Fairing, Info, Kind};
+use rocket::fairing::{AdHoc, Fairing, Info, Kind};
 use rocket::figment::Figment;
 use rocket::http::Header;
 use rocket::{Build, Request, Response, Rocket};
@@ -17,6 +17,17 @@ pub fn rocket(figment: Figment, latchkey: Latchkey) -> Rocket<Build> {
         .attach(latchkey)
         .attach(metrics::RequestMetrics)
         .attach(SiteHeaders)
+        .attach(AdHoc::on_liftoff("listening", |rocket| {
+            Box::pin(async move {
+                let config = rocket.config();
+                tracing::info!(
+                    address = %config.address,
+                    port = config.port,
+                    workers = config.workers,
+                    "latchkey is serving"
+                );
+            })
+        }))
         .mount("/", web::routes())
         .mount("/", metrics::routes())
         // The API's catchers are registered under `/api` by the fairing; the server is all

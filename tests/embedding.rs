@@ -4,12 +4,9 @@
 
 mod common;
 
-use std::io::Read;
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
+use common::server::{fetch, Answer, Server};
 use common::{Backend, TestDb};
 use serde_json::{json, Value};
 
@@ -30,125 +27,26 @@ fn example(name: &str) -> PathBuf {
     path
 }
 
-struct App {
-    child: Child,
-    base: String,
-    _dir: tempdir::Dir,
-}
-
-mod tempdir {
-    pub struct Dir(pub std::path::PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn output(child: &mut Child) -> String {
-    let mut text = String::new();
-    if let Some(mut err) = child.stderr.take() {
-        let _ = err.read_to_string(&mut text);
-    }
-    text
-}
-
-/// Starts an example on a free port in a scratch directory (no Rocket.toml) and waits for
-/// latchkey's health route, which the fairing mounted.
-fn start(name: &str, database_url: &str) -> App {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = std::env::temp_dir().join(format!("latchkey-ex-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut child = Command::new(example(name))
-        .current_dir(&dir)
-        .env("DATABASE_URL", database_url)
-        .env("ROCKET_PORT", port.to_string())
-        .env("ROCKET_ADDRESS", "127.0.0.1")
-        .env("ROCKET_LOG_LEVEL", "critical")
-        .env_remove("CRON_SECRET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if ureq::get(&format!("{base}/api/health")).call().is_ok() {
-            return App {
-                child,
-                base,
-                _dir: tempdir::Dir(dir),
-            };
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("{name} exited early ({status}): {}", output(&mut child));
-        }
-        assert!(Instant::now() < deadline, "{name} did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-struct Answer {
-    status: u16,
-    body: String,
-    content_type: String,
-    set_cookie: Vec<String>,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or(Value::Null)
-    }
+/// Starts an example in a scratch directory (no Rocket.toml) and waits for latchkey's health
+/// route, which the fairing mounted.
+fn start(name: &str, database_url: &str) -> Server {
+    Server::start_binary(&example(name), database_url, &[])
 }
 
 fn send(req: ureq::Request, body: Option<Value>) -> Answer {
-    let result = match body {
-        Some(body) => req.send_json(body),
-        None => req.call(),
-    };
-    let response = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("transport error: {e}"),
-    };
-    let status = response.status();
-    let content_type = response.content_type().to_string();
-    let set_cookie = response
-        .all("set-cookie")
-        .into_iter()
-        .map(String::from)
-        .collect();
-    let body = response.into_string().unwrap_or_default();
-    Answer {
-        status,
-        body,
-        content_type,
-        set_cookie,
-    }
+    fetch(req, body)
 }
 
 /// Registers and returns the `session=…` cookie pair.
-fn register(app: &App, email: &str) -> String {
+fn register(app: &Server, email: &str) -> String {
     let answer = send(
         ureq::post(&format!("{}/api/auth/register", app.base)),
         Some(json!({"email": email, "name": "Host User", "password": "correct horse"})),
     );
     assert_eq!(answer.status, 201, "{}", answer.body);
     let cookie = answer
-        .set_cookie
-        .iter()
+        .set_cookies()
+        .into_iter()
         .find(|c| c.starts_with("session="))
         .expect("a session cookie");
     cookie.split(';').next().unwrap().to_string()
@@ -193,7 +91,7 @@ fn contract_application(backend: Backend) {
         None,
     );
     assert_eq!(forged.status, 403);
-    assert_eq!(forged.json()["error"]["code"], "csrf_rejected");
+    assert_eq!(forged.code(), "csrf_rejected");
     let still = send(with_cookie(ureq::get(&dashboard), &cookie), None);
     assert_eq!(still.status, 200);
 
@@ -212,10 +110,11 @@ fn contract_application(backend: Backend) {
     // and a 404 outside `/api` is Rocket's (HTML), while one inside is latchkey's JSON.
     let root = send(ureq::get(&format!("{}/", app.base)), None);
     assert_eq!(root.status, 404);
-    assert!(root.content_type.contains("html"), "{}", root.content_type);
+    let content_type = root.header("content-type").unwrap_or("");
+    assert!(content_type.contains("html"), "{content_type}");
     let api_404 = send(ureq::get(&format!("{}/api/nothing", app.base)), None);
     assert_eq!(api_404.status, 404);
-    assert_eq!(api_404.json()["error"]["code"], "not_found");
+    assert_eq!(api_404.code(), "not_found");
     // Not latchkey's business either: /metrics is opt-in.
     let metrics = send(ureq::get(&format!("{}/metrics", app.base)), None);
     assert_eq!(metrics.status, 404);
@@ -274,7 +173,14 @@ fn notes_application(backend: Backend) {
     let texts: Vec<Value> = listed.json().as_array().unwrap().to_vec();
     assert_eq!(texts.len(), 1, "{}", listed.body);
     assert_eq!(texts[0]["text"], "buy milk");
+    assert_eq!(forged.code(), "", "the application's own catcher answers");
     // Session data is never cached, on the application's routes too.
+    assert_eq!(listed.header("cache-control"), Some("no-store"));
+    assert_eq!(
+        home.header("cache-control"),
+        None,
+        "not latchkey's business"
+    );
     let bobs = send(with_cookie(ureq::get(&notes), &bob), None);
     assert_eq!(bobs.json(), json!([]));
 
@@ -292,11 +198,11 @@ fn notes_application(backend: Backend) {
     assert_eq!(revoked.status, 401);
     assert!(
         revoked
-            .set_cookie
+            .set_cookies()
             .iter()
             .any(|c| c.starts_with("session=;") && c.contains("Max-Age=0")),
         "{:?}",
-        revoked.set_cookie
+        revoked.set_cookies()
     );
 }
 

@@ -7,108 +7,23 @@ mod common;
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::server::{agent, send, Server};
 use common::{Backend, TestDb};
-use serde_json::{json, Value};
+use serde_json::json;
 
-const SERVER: &str = env!("CARGO_BIN_EXE_latchkey");
 const PASSWORD: &str = "correct horse battery";
 
-struct Server {
-    child: Child,
-    base: String,
-    dir: PathBuf,
-}
-
-impl Server {
-    fn start(database_url: &str, extra_env: &[(&str, &str)]) -> Server {
-        let dir =
-            std::env::temp_dir().join(format!("latchkey-rel-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut cmd = Command::new(SERVER);
-        cmd.current_dir(&dir)
-            .env("DATABASE_URL", database_url)
-            .env("ROCKET_PORT", port.to_string())
-            .env("ROCKET_LOG_LEVEL", "critical")
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (key, value) in extra_env {
-            cmd.env(key, value);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while ureq::get(&format!("{base}/api/health")).call().is_err() {
-            assert!(child.try_wait().unwrap().is_none(), "server exited at boot");
-            assert!(Instant::now() < deadline, "server did not come up");
-            thread::sleep(Duration::from_millis(50));
-        }
-        Server { child, base, dir }
-    }
-
-    fn signal(&self, signal: &str) {
-        Command::new("kill")
-            .arg(signal)
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-    }
-
-    fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// (status, JSON body, Set-Cookie value) of a request; transport errors are status 0.
-fn send(req: ureq::Request, body: Option<Value>) -> (u16, Value, Option<String>) {
-    let result = match body {
-        Some(body) => req.send_json(body),
-        None => req.call(),
-    };
-    let response = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(_) => return (0, Value::Null, None),
-    };
-    let status = response.status();
-    let cookie = response.header("set-cookie").map(str::to_string);
-    let body = response.into_json().unwrap_or(Value::Null);
-    (status, body, cookie)
-}
-
-fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(15))
-        .build()
-}
+/// These tests sign one account in many times at once. Each sign-in counts against the login
+/// budget until its password checks out, so a default budget (5) would refuse most of them.
+const CONCURRENT_SIGN_INS: [(&str, &str); 2] = [
+    ("ROCKET_LOGIN_MAX_FAILURES", "1000"),
+    ("ROCKET_IP_MAX_FAILURES", "1000"),
+];
 
 /// Registers (which opens a cookie session the tests never use) and returns a bearer token.
 fn register(base: &str, email: &str) -> String {
@@ -145,14 +60,14 @@ fn sessions_survive_restart_and_kill(backend: Backend) {
     let Some(db) = TestDb::new(backend) else {
         return;
     };
-    let mut server = Server::start(&db.url, &[]);
+    let mut server = Server::start(&db.url, &CONCURRENT_SIGN_INS);
     let before = register(&server.base, "a@example.com");
     server.signal("-TERM");
     assert!(server
         .wait(Duration::from_secs(10))
         .expect("exits")
         .success());
-    let mut server = Server::start(&db.url, &[]);
+    let mut server = Server::start(&db.url, &CONCURRENT_SIGN_INS);
     assert_eq!(me(&server.base, &before), 200);
 
     let base = server.base.clone();
@@ -195,7 +110,7 @@ fn sessions_survive_restart_and_kill(backend: Backend) {
     server.wait(Duration::from_secs(5)).expect("killed");
     let granted = granted.lock().unwrap().clone();
     assert!(!granted.is_empty(), "no login finished before the kill");
-    let server = Server::start(&db.url, &[]);
+    let server = Server::start(&db.url, &CONCURRENT_SIGN_INS);
     for token in &granted {
         assert_eq!(
             me(&server.base, token),
@@ -462,7 +377,7 @@ fn races(backend: Backend) {
     let Some(db) = TestDb::new(backend) else {
         return;
     };
-    let server = Server::start(&db.url, &[]);
+    let server = Server::start(&db.url, &CONCURRENT_SIGN_INS);
     let base = server.base.clone();
     let original = register(&base, "a@example.com");
 
@@ -555,7 +470,7 @@ fn graceful_shutdown(backend: Backend) {
     let Some(db) = TestDb::new(backend) else {
         return;
     };
-    let mut server = Server::start(&db.url, &[]);
+    let mut server = Server::start(&db.url, &CONCURRENT_SIGN_INS);
     let base = server.base.clone();
     register(&base, "a@example.com");
     let start = Arc::new(Barrier::new(11));
@@ -595,7 +510,7 @@ fn oversized_requests(backend: Backend) {
     let Some(db) = TestDb::new(backend) else {
         return;
     };
-    let server = Server::start(&db.url, &[]);
+    let server = Server::start(&db.url, &CONCURRENT_SIGN_INS);
     let huge_cookie = format!("session={}", "A".repeat(200_000));
     let (status, _, _) = send(
         agent()
@@ -635,7 +550,7 @@ fn concurrent_lookups_never_cross(backend: Backend) {
     let Some(db) = TestDb::new(backend) else {
         return;
     };
-    let server = Server::start(&db.url, &[]);
+    let server = Server::start(&db.url, &CONCURRENT_SIGN_INS);
     let base = server.base.clone();
     let accounts: Vec<(String, String)> = (0..8)
         .map(|i| {

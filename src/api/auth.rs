@@ -81,8 +81,24 @@ pub const MIN_PASSWORD_BYTES: usize = 8;
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 pub const MAX_NAME_CHARS: usize = 100;
 
+/// Trimmed and lowercased, with an international domain in its ASCII (punycode) form, so
+/// that one mailbox written as `ann@bücher.example` and as `ann@xn--bcher-kva.example` is one
+/// account.
 pub fn normalize_email(email: &str) -> String {
-    email.trim().to_lowercase()
+    let email = email.trim().to_lowercase();
+    match email.rsplit_once('@') {
+        Some((local, domain)) if !domain.is_ascii() => match idna::domain_to_ascii(domain) {
+            Ok(ascii) if !ascii.is_empty() => format!("{local}@{ascii}"),
+            _ => email,
+        },
+        _ => email,
+    }
+}
+
+/// Characters that reorder how text is displayed (bidirectional overrides and isolates):
+/// in a name or an address they can make one look like another.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// A deliberately simple address check: one `@`, something before it, a dotted domain after
@@ -101,7 +117,9 @@ fn email_problem(email: &str) -> Option<&'static str> {
                 && !domain.starts_with('.')
                 && !domain.ends_with('.')
                 && !domain.contains('@')
-                && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+                && !email
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || is_bidi_control(c))
         }
         None => false,
     };
@@ -124,8 +142,8 @@ fn name_problem(name: &str) -> Option<&'static str> {
         Some("Enter a name.")
     } else if length > MAX_NAME_CHARS {
         Some("Name must be at most 100 characters.")
-    } else if name.chars().any(char::is_control) {
-        Some("Name must not contain control characters.")
+    } else if name.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+        Some("Name must not contain control or text-direction characters.")
     } else {
         None
     }
@@ -294,17 +312,19 @@ async fn sign_in(
     let now = clock::now();
     // A string that cannot be a stored address is not looked up (and cannot reach SQL).
     let lookup = email_problem(&email).is_none().then(|| email.clone());
-    let (locked, user, keys) = db
+    // The attempt is taken out of the budgets before its password is checked, whether or not
+    // the account exists: both paths write the same and cost the same.
+    let (refused, user, keys) = db
         .run(move |conn| {
-            let locked = throttle::locked_for(conn, &throttle_settings, &keys, now)?;
-            let user = match (&locked, lookup) {
+            let refused = throttle::take_attempt(conn, &throttle_settings, &keys, now)?;
+            let user = match (&refused, lookup) {
                 (None, Some(email)) => User::find_by_email(conn, &email)?,
                 _ => None,
             };
-            Ok((locked, user, keys))
+            Ok((refused, user, keys))
         })
         .await?;
-    if let Some(seconds) = locked {
+    if let Some(seconds) = refused {
         metrics.login("throttled");
         return Err(ApiError::too_many_attempts(seconds));
     }
@@ -313,54 +333,78 @@ async fn sign_in(
         user.as_ref().map(|u| u.password_hash.clone()),
     )
     .await;
-    let settings = settings.clone();
     let policy = auth.policy;
     let now = clock::now();
-    match user {
-        Some(user) if verified => {
-            let (user, session, token, revoked) = db
-                .run(move |conn| {
-                    conn.transaction(|conn| {
-                        throttle::record_success(conn, &keys)?;
-                        let revoked = match &replace {
-                            Some(hash) => Session::revoke_by_token(conn, hash)?.is_some(),
-                            None => false,
-                        };
-                        let (session, token) =
-                            Session::create(conn, &policy, &user.id, &client, now)?;
-                        record(
-                            conn,
-                            &user.id,
-                            EventKind::Login,
-                            Some(&session.id),
-                            &client,
-                            now,
-                        )?;
-                        Ok((session, token, revoked))
-                    })
-                    .map(|(session, token, revoked)| (user, session, token, revoked))
-                })
-                .await?;
-            metrics.login("success");
-            metrics.sessions_created.inc();
-            if revoked {
-                metrics.sessions_revoked.inc();
-            }
-            Ok((user, session, token))
-        }
+    let user = match user {
+        Some(user) if verified => user,
         user => {
-            db.run(move |conn| {
-                throttle::record_failure(conn, &settings, &keys, now)?;
-                if let Some(user) = &user {
-                    record(conn, &user.id, EventKind::LoginFailed, None, &client, now)?;
-                }
-                Ok(())
-            })
-            .await?;
+            // The attempt already counts as a failure. Its event is written after the answer,
+            // so that a known account's failure takes no longer than an unknown one's.
+            if let Some(user) = user {
+                let db = db.clone();
+                rocket::tokio::spawn(async move {
+                    let recorded = db
+                        .run(move |conn| {
+                            record(conn, &user.id, EventKind::LoginFailed, None, &client, now)
+                        })
+                        .await;
+                    if let Err(error) = recorded {
+                        tracing::warn!(%error, "could not record a failed sign-in");
+                    }
+                });
+            }
             metrics.login("failure");
-            Err(ApiError::invalid_credentials(Status::Unauthorized))
+            return Err(ApiError::invalid_credentials(Status::Unauthorized));
         }
+    };
+    let signed_in = db
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                // Writes first: on SQLite this takes the write lock for the whole transaction.
+                throttle::record_success(conn, &keys, now)?;
+                // The account as it is now, locked until this commits. A deletion or a password
+                // change that committed since the password was checked fails this sign-in; one
+                // that comes later waits for it and then removes the new session with the rest.
+                if User::lock_password_hash(conn, &user.id)?.as_deref()
+                    != Some(user.password_hash.as_str())
+                {
+                    return Err(DieselError::RollbackTransaction);
+                }
+                let revoked = match &replace {
+                    Some(hash) => Session::revoke_by_token(conn, hash)?.is_some(),
+                    None => false,
+                };
+                let (session, token) = Session::create(conn, &policy, &user.id, &client, now)?;
+                record(
+                    conn,
+                    &user.id,
+                    EventKind::Login,
+                    Some(&session.id),
+                    &client,
+                    now,
+                )?;
+                Ok((session, token, revoked))
+            })
+            .map(|(session, token, revoked)| (user, session, token, revoked))
+        })
+        .await;
+    let (user, session, token, revoked) = match signed_in {
+        // The account went, or its password changed, while this sign-in was checked.
+        Err(DbError::Query(
+            DieselError::RollbackTransaction
+            | DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _),
+        )) => {
+            metrics.login("failure");
+            return Err(ApiError::invalid_credentials(Status::Unauthorized));
+        }
+        other => other?,
+    };
+    metrics.login("success");
+    metrics.sessions_created.inc();
+    if revoked {
+        metrics.sessions_revoked.inc();
     }
+    Ok((user, session, token))
 }
 
 #[rocket::post("/login", data = "<body>")]
@@ -542,13 +586,17 @@ async fn change_password(
     let now = clock::now();
     let changed = db
         .run(move |conn| {
-            conn.transaction(|conn| {
+            let changed = conn.transaction(|conn| {
+                // The account's row first: a sign-in that checked the old password either
+                // committed before this (and its session is revoked below) or waits for it and
+                // then fails (it compares the hash it checked under the same lock).
+                User::set_password_hash(conn, &user_id, &new_hash, now)?;
                 let Some((session, token)) =
                     Session::rotate(conn, &policy, &session_id, &old, now)?
                 else {
-                    return Ok(None);
+                    // This session was revoked or rotated meanwhile: change nothing.
+                    return Err(DieselError::RollbackTransaction);
                 };
-                User::set_password_hash(conn, &user_id, &new_hash, now)?;
                 let revoked = Session::revoke_all(conn, &user_id, Some(&session_id))?;
                 record(
                     conn,
@@ -558,8 +606,12 @@ async fn change_password(
                     &client,
                     now,
                 )?;
-                Ok(Some((session, token, revoked)))
-            })
+                Ok((session, token, revoked))
+            });
+            match changed {
+                Err(DieselError::RollbackTransaction) => Ok(None),
+                other => other.map(Some),
+            }
         })
         .await?;
     let Some((session, token, revoked)) = changed else {
@@ -635,9 +687,23 @@ mod tests {
             "a b@c.de",
             "a@b@c.de",
             "a\0@b.co",
+            "a\u{202E}b@c.de",
             long.as_str(),
         ] {
             assert!(email_problem(bad).is_some(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn international_domains_have_one_form() {
+        assert_eq!(
+            normalize_email(" Ann@Bücher.Example "),
+            "ann@xn--bcher-kva.example"
+        );
+        assert_eq!(
+            normalize_email("ann@xn--bcher-kva.example"),
+            "ann@xn--bcher-kva.example"
+        );
+        assert!(name_problem("Ann\u{202E}txt.exe").is_some());
     }
 }

@@ -6,9 +6,15 @@
 //!   starting at the first failure) lock that IP out until the window ends.
 //!
 //! Keys hash the email, so the table holds no addresses in the clear.
+//!
+//! An attempt is taken out of both budgets (email and IP) before its password is checked, in
+//! one transaction that holds the counters' row locks: attempts that arrive together take
+//! turns, on every instance, and no more than the budget are ever checked. A success gives the
+//! IP's attempt back and ends the email's streak; a failure keeps both.
 
 use chrono::{Duration, NaiveDateTime};
-use diesel::QueryResult;
+use diesel::result::Error as DieselError;
+use diesel::{Connection, QueryResult};
 use sha2::{Digest, Sha256};
 
 use crate::config::Settings;
@@ -55,50 +61,75 @@ fn seconds_until(until: NaiveDateTime, now: NaiveDateTime) -> i64 {
     (millis + 999) / 1000
 }
 
-/// `Some(seconds)` when this attempt must be refused with 429 and `Retry-After: seconds`.
-pub fn locked_for(
+fn email_refusal(settings: &Settings, row: &Throttle, now: NaiveDateTime) -> Option<i64> {
+    if row.failures < settings.login_max_failures {
+        return None;
+    }
+    let until = row.last_failure_at + email_backoff(settings, row.failures);
+    (until > now).then(|| seconds_until(until, now))
+}
+
+fn ip_refusal(settings: &Settings, row: &Throttle, now: NaiveDateTime) -> Option<i64> {
+    let until = row.window_start + settings.ip_failure_window;
+    (until > now && row.failures >= settings.ip_max_failures).then(|| seconds_until(until, now))
+}
+
+/// Takes this attempt out of the email's and the IP's budgets, or refuses it:
+/// `Some(seconds)` means answer 429 with `Retry-After: seconds` (nothing was counted). Opens
+/// its own transaction, so the locks last only until the attempt is counted.
+pub fn take_attempt(
     conn: &mut DbConnection,
     settings: &Settings,
     keys: &LoginKeys,
     now: NaiveDateTime,
 ) -> QueryResult<Option<i64>> {
-    let mut wait = 0;
-    if let Some(row) = Throttle::find(conn, &keys.email)? {
-        let live = row.window_start > now - email_streak_window(settings);
-        if live && row.failures >= settings.login_max_failures {
-            let until = row.last_failure_at + email_backoff(settings, row.failures);
-            if until > now {
-                wait = wait.max(seconds_until(until, now));
-            }
+    let taken = conn.transaction(|conn| {
+        // Always email first, then IP: every transaction locks in the same order.
+        let email_cutoff = now - email_streak_window(settings);
+        Throttle::take(conn, &keys.email, now, email_cutoff, |row| {
+            email_refusal(settings, row, now)
+        })?
+        .map_err(Taken::Refused)?;
+        if let Some(key) = &keys.ip {
+            let ip_cutoff = now - settings.ip_failure_window;
+            Throttle::take(conn, key, now, ip_cutoff, |row| {
+                ip_refusal(settings, row, now)
+            })?
+            .map_err(Taken::Refused)?;
         }
+        Ok(())
+    });
+    match taken {
+        Ok(()) => Ok(None),
+        Err(Taken::Refused(wait)) => Ok(Some(wait.max(1))),
+        Err(Taken::Db(e)) => Err(e),
     }
-    if let Some(key) = &keys.ip {
-        if let Some(row) = Throttle::find(conn, key)? {
-            let until = row.window_start + settings.ip_failure_window;
-            if until > now && row.failures >= settings.ip_max_failures {
-                wait = wait.max(seconds_until(until, now));
-            }
-        }
-    }
-    Ok((wait > 0).then_some(wait))
 }
 
-pub fn record_failure(
+/// Why the counting transaction ended without counting: a refusal rolls it back, like an error.
+enum Taken {
+    Refused(i64),
+    Db(DieselError),
+}
+
+impl From<DieselError> for Taken {
+    fn from(e: DieselError) -> Taken {
+        Taken::Db(e)
+    }
+}
+
+/// A successful login ends the email's streak and gives the IP its attempt back (the IP's
+/// window runs its course).
+pub fn record_success(
     conn: &mut DbConnection,
-    settings: &Settings,
     keys: &LoginKeys,
     now: NaiveDateTime,
 ) -> QueryResult<()> {
-    Throttle::record_failure(conn, &keys.email, now, now - email_streak_window(settings))?;
+    Throttle::clear(conn, &keys.email, now)?;
     if let Some(key) = &keys.ip {
-        Throttle::record_failure(conn, key, now, now - settings.ip_failure_window)?;
+        Throttle::give_back(conn, key)?;
     }
     Ok(())
-}
-
-/// A successful login ends the email's streak (the IP's window runs its course).
-pub fn record_success(conn: &mut DbConnection, keys: &LoginKeys) -> QueryResult<()> {
-    Throttle::clear(conn, &keys.email).map(|_| ())
 }
 
 #[cfg(test)]

@@ -53,6 +53,7 @@ pub fn establish(target: &DatabaseTarget) -> Result<DbConnection, String> {
             .map(DbConnection::Postgres)
             .map_err(|e| e.to_string().trim().replace('\n', " ")),
         DatabaseTarget::Sqlite(path) => {
+            create_private(path)?;
             let path = path
                 .to_str()
                 .ok_or_else(|| "SQLite path is not valid UTF-8".to_string())?;
@@ -66,6 +67,25 @@ pub fn establish(target: &DatabaseTarget) -> Result<DbConnection, String> {
                 .map_err(|e| e.to_string())?;
             Ok(DbConnection::Sqlite(conn))
         }
+    }
+}
+
+/// A new SQLite file is created readable by its owner alone (SQLite would follow the umask,
+/// usually world-readable); its `-wal` and `-shm` files take the same mode from it.
+fn create_private(path: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!(
+            "cannot create the SQLite file {}: {e}",
+            path.display()
+        )),
     }
 }
 

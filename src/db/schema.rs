@@ -23,6 +23,7 @@ diesel::table! {
         expires_at -> Timestamp,
         ip -> Nullable<Text>,
         user_agent -> Nullable<Text>,
+        previous_token_hash -> Nullable<Binary>,
     }
 }
 

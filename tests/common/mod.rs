@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -252,6 +252,7 @@ impl Session {
         )
         .set((
             sessions::token_hash.eq(token.hash().as_bytes()),
+            sessions::previous_token_hash.eq(Some(old.as_bytes())),
             sessions::last_seen_at.eq(now),
             sessions::expires_at.eq(expires_at),
         ))
@@ -267,25 +268,27 @@ impl Session {
         Ok(Some((session, token)))
     }
 
-    /// Deletes the session holding this token, if any (logout, fixation defence).
+    /// Deletes the session holding this token, if any (logout, fixation defence). A token that
+    /// the session's last refresh replaced still names it here (and nowhere else): a logout
+    /// racing a refresh of the same session ends it, whichever token it was sent with.
     pub fn revoke_by_token(
         conn: &mut DbConnection,
         hash: &TokenHash,
     ) -> QueryResult<Option<Session>> {
         let Some(session) = sessions::table
-            .filter(sessions::token_hash.eq(hash.as_bytes()))
+            .filter(
+                sessions::token_hash
+                    .eq(hash.as_bytes())
+                    .or(sessions::previous_token_hash.eq(hash.as_bytes())),
+            )
             .select(Session::as_select())
             .first(conn)
             .optional()?
         else {
             return Ok(None);
         };
-        let deleted = diesel::delete(
-            sessions::table
-                .find(&session.id)
-                .filter(sessions::token_hash.eq(hash.as_bytes())),
-        )
-        .execute(conn)?;
+        // By id: a refresh between the two statements changes the token, not the session.
+        let deleted = diesel::delete(sessions::table.find(&session.id)).execute(conn)?;
         Ok((deleted == 1).then_some(session))
     }
 

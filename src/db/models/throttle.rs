@@ -3,7 +3,8 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::result::Error as DieselError;
+use diesel::sql_types::{Text, Timestamp};
 
 use crate::db::schema::login_throttles;
 use crate::db::DbConnection;
@@ -26,54 +27,101 @@ impl Throttle {
             .optional()
     }
 
-    /// Counts one failure. A counter whose window started before `window_cutoff` starts over.
-    /// Every step is a single atomic statement, so concurrent failures from several
-    /// instances are all counted (no read-modify-write).
-    pub fn record_failure(
+    /// Takes one attempt out of `key`'s budget before the attempt is checked, unless `refuse`
+    /// says the counter (with its window already restarted if it began before
+    /// `window_cutoff`) is out of budget: then nothing is counted and `Err(seconds)` says how
+    /// long to wait. Must run inside the caller's transaction, which holds the row's lock from
+    /// here to its commit: concurrent attempts for one key, on any instance, take turns, so a
+    /// budget of n lets exactly n through.
+    pub fn take(
         conn: &mut DbConnection,
         key: &str,
         now: NaiveDateTime,
         window_cutoff: NaiveDateTime,
-    ) -> QueryResult<()> {
+        refuse: impl Fn(&Throttle) -> Option<i64>,
+    ) -> QueryResult<Result<(), i64>> {
+        // The row must exist to be locked. On SQLite this write also takes the database's write
+        // lock for the transaction (the only lock SQLite has), so the reads below cannot go
+        // stale; on PostgreSQL the row lock comes from `FOR UPDATE`. Backend-specific: the
+        // placeholders differ and Diesel's upsert DSL does not span both backends.
+        const ENSURE: &str =
+            "INSERT INTO login_throttles (key, failures, window_start, last_failure_at)";
+        let mut tries = 0;
+        let mut row = loop {
+            let found = match conn {
+                DbConnection::Postgres(pg) => {
+                    diesel::sql_query(format!(
+                        "{ENSURE} VALUES ($1, 0, $2, $2) ON CONFLICT (key) DO NOTHING"
+                    ))
+                    .bind::<Text, _>(key)
+                    .bind::<Timestamp, _>(now)
+                    .execute(pg)?;
+                    login_throttles::table
+                        .find(key)
+                        .for_update()
+                        .select(Throttle::as_select())
+                        .first(pg)
+                        .optional()?
+                }
+                DbConnection::Sqlite(sqlite) => {
+                    diesel::sql_query(format!(
+                        "{ENSURE} VALUES (?, 0, ?, ?) ON CONFLICT (key) DO NOTHING"
+                    ))
+                    .bind::<Text, _>(key)
+                    .bind::<Timestamp, _>(now)
+                    .bind::<Timestamp, _>(now)
+                    .execute(sqlite)?;
+                    login_throttles::table
+                        .find(key)
+                        .select(Throttle::as_select())
+                        .first(sqlite)
+                        .optional()?
+                }
+            };
+            // PostgreSQL: the cleanup may delete a stale row between the two statements.
+            match found {
+                Some(row) => break row,
+                None if tries < 3 => tries += 1,
+                None => return Err(DieselError::NotFound),
+            }
+        };
+        if row.window_start < window_cutoff {
+            row.failures = 0;
+            row.window_start = now;
+        }
+        if let Some(wait) = refuse(&row) {
+            return Ok(Err(wait));
+        }
+        diesel::update(login_throttles::table.find(key))
+            .set((
+                login_throttles::failures.eq(row.failures + 1),
+                login_throttles::window_start.eq(row.window_start),
+                login_throttles::last_failure_at.eq(now),
+            ))
+            .execute(conn)?;
+        Ok(Ok(()))
+    }
+
+    /// Gives back one attempt taken by [`Throttle::take`] (it succeeded).
+    pub fn give_back(conn: &mut DbConnection, key: &str) -> QueryResult<usize> {
         diesel::update(
             login_throttles::table
                 .find(key)
-                .filter(login_throttles::window_start.lt(window_cutoff)),
+                .filter(login_throttles::failures.gt(0)),
         )
-        .set((
-            login_throttles::failures.eq(0),
-            login_throttles::window_start.eq(now),
-        ))
-        .execute(conn)?;
-        for _ in 0..2 {
-            let counted = diesel::update(login_throttles::table.find(key))
-                .set((
-                    login_throttles::failures.eq(login_throttles::failures + 1),
-                    login_throttles::last_failure_at.eq(now),
-                ))
-                .execute(conn)?;
-            if counted == 1 {
-                return Ok(());
-            }
-            let inserted = diesel::insert_into(login_throttles::table)
-                .values((
-                    login_throttles::key.eq(key),
-                    login_throttles::failures.eq(1),
-                    login_throttles::window_start.eq(now),
-                    login_throttles::last_failure_at.eq(now),
-                ))
-                .execute(conn);
-            match inserted {
-                // Another instance inserted the first failure meanwhile: count on top of it.
-                Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => continue,
-                other => return other.map(|_| ()),
-            }
-        }
-        Ok(())
+        .set(login_throttles::failures.eq(login_throttles::failures - 1))
+        .execute(conn)
     }
 
-    pub fn clear(conn: &mut DbConnection, key: &str) -> QueryResult<usize> {
-        diesel::delete(login_throttles::table.find(key)).execute(conn)
+    /// Ends a streak. The row stays (with nothing counted) rather than going: a concurrent
+    /// [`Throttle::take`] may be between making sure it exists and locking it.
+    pub fn clear(conn: &mut DbConnection, key: &str, now: NaiveDateTime) -> QueryResult<usize> {
+        diesel::update(login_throttles::table.find(key))
+            .set((
+                login_throttles::failures.eq(0),
+                login_throttles::window_start.eq(now),
+            ))
+            .execute(conn)
     }
 
     /// Removes counters whose window started before `cutoff` and that failed no more since.

@@ -57,6 +57,17 @@ impl User {
             .optional()
     }
 
+    /// The account's password hash, locked until the caller's transaction ends (PostgreSQL:
+    /// `FOR UPDATE`; SQLite: the caller has already written, which holds the database's one
+    /// write lock). `None` when the account is gone.
+    pub fn lock_password_hash(conn: &mut DbConnection, id: &str) -> QueryResult<Option<String>> {
+        let query = users::table.find(id).select(users::password_hash);
+        match conn {
+            DbConnection::Postgres(pg) => query.for_update().first(pg).optional(),
+            DbConnection::Sqlite(sqlite) => query.first(sqlite).optional(),
+        }
+    }
+
     /// `email` must already be normalised (trimmed, lowercased).
     pub fn find_by_email(conn: &mut DbConnection, email: &str) -> QueryResult<Option<User>> {
         users::table

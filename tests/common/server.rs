@@ -1,0 +1,168 @@
+//! Real processes over real HTTP: start a binary on a free port with a fresh working
+//! directory, wait for its health route, send requests with `ureq`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const SERVER: &str = env!("CARGO_BIN_EXE_latchkey");
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    dir: PathBuf,
+}
+
+impl Server {
+    /// The server binary this build made, or the one `LATCHKEY_TEST_SERVER` names (to run the
+    /// same tests against another build, say the last release, and see what it got wrong).
+    pub fn start(database_url: &str, extra_env: &[(&str, &str)]) -> Server {
+        let binary = std::env::var("LATCHKEY_TEST_SERVER").unwrap_or_else(|_| SERVER.into());
+        Server::start_binary(Path::new(&binary), database_url, extra_env)
+    }
+
+    /// Any binary that serves latchkey's API (the server, or an example application).
+    pub fn start_binary(binary: &Path, database_url: &str, extra_env: &[(&str, &str)]) -> Server {
+        let dir =
+            std::env::temp_dir().join(format!("latchkey-rel-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = Command::new(binary);
+        cmd.current_dir(&dir)
+            .env("DATABASE_URL", database_url)
+            .env("ROCKET_PORT", port.to_string())
+            .env("ROCKET_LOG_LEVEL", "critical")
+            .env("RUST_LOG", "error")
+            .env("ROCKET_ADDRESS", "127.0.0.1")
+            .env_remove("CRON_SECRET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (key, value) in extra_env {
+            cmd.env(key, value);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ureq::get(&format!("{base}/api/health")).call().is_err() {
+            assert!(child.try_wait().unwrap().is_none(), "server exited at boot");
+            assert!(Instant::now() < deadline, "server did not come up");
+            thread::sleep(Duration::from_millis(50));
+        }
+        Server { child, base, dir }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        Command::new("kill")
+            .arg(signal)
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+    }
+
+    pub fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A whole answer: status, headers and body text. Transport errors are status 0.
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn set_cookies(&self) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+pub fn fetch(req: ureq::Request, body: Option<Value>) -> Answer {
+    let result = match body {
+        Some(body) => req.send_json(body),
+        None => req.call(),
+    };
+    let response = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(_) => {
+            return Answer {
+                status: 0,
+                headers: Vec::new(),
+                body: String::new(),
+            }
+        }
+    };
+    let status = response.status();
+    let mut headers = Vec::new();
+    for name in response.headers_names() {
+        for value in response.all(&name) {
+            headers.push((name.clone(), value.to_string()));
+        }
+    }
+    let body = response.into_string().unwrap_or_default();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// (status, JSON body, first Set-Cookie value) of a request; transport errors are status 0.
+pub fn send(req: ureq::Request, body: Option<Value>) -> (u16, Value, Option<String>) {
+    let answer = fetch(req, body);
+    let cookie = answer.set_cookies().first().map(|c| c.to_string());
+    (answer.status, answer.json(), cookie)
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(15))
+        .build()
+}
