@@ -62,7 +62,7 @@ fn whoami(me: Result<CurrentSession, AuthError>) -> String {
 /// in latchkey's JSON error shape).
 #[rocket::get("/notes")]
 async fn list(me: CurrentSession, db: &State<Db>) -> Result<Json<Vec<Note>>, DbError> {
-    let user_id = me.user.id.clone();
+    let user_id = me.user.id.to_string();
     let mine = db
         .run(move |conn| {
             notes::table
@@ -84,7 +84,7 @@ async fn create(
 ) -> Result<(Status, Json<Note>), DbError> {
     let note = Note {
         id: uuid::Uuid::new_v4().to_string(),
-        user_id: me.user.id.clone(),
+        user_id: me.user.id.to_string(),
         text: body.into_inner().text,
         created_at: latchkey::clock::now(),
     };

@@ -49,6 +49,7 @@ pub mod cleanup;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod domain;
 mod fairing;
 pub mod metrics;
 pub mod server;

@@ -119,7 +119,7 @@ fn prunes_old_events_and_stale_counters(backend: Backend) {
             diesel::insert_into(security_events::table)
                 .values((
                     security_events::id.eq(id),
-                    security_events::user_id.eq(Some(owner.id.clone())),
+                    security_events::user_id.eq(Some(owner.id.as_str())),
                     security_events::kind.eq("login"),
                     security_events::at.eq(at),
                 ))

@@ -89,7 +89,7 @@ fn touch_is_throttled_and_capped(backend: Backend) {
         // Within the interval: no write.
         assert!(!session.touch(conn, &policy, t0 + Duration::seconds(59))?);
         let stored: chrono::NaiveDateTime = sessions::table
-            .find(&session.id)
+            .find(session.id.as_str())
             .select(sessions::last_seen_at)
             .first(conn)?;
         assert_eq!(stored, t0);
@@ -165,7 +165,7 @@ fn revoke_list_and_revoke_all(backend: Backend) {
         assert_eq!(Session::revoke_all(conn, &alice.id, None)?, 1);
         assert!(Session::list_active(conn, &alice.id, now)?.is_empty());
         let bobs_left: i64 = sessions::table
-            .filter(sessions::user_id.eq(&bob.id))
+            .filter(sessions::user_id.eq(bob.id.as_str()))
             .count()
             .get_result(conn)?;
         assert_eq!(bobs_left, 1, "the other user's session is untouched");
@@ -173,7 +173,7 @@ fn revoke_list_and_revoke_all(backend: Backend) {
         // Deleting the user cascades to their sessions.
         assert_eq!(User::delete(conn, &bob.id)?, 1);
         let left: i64 = sessions::table
-            .filter(sessions::user_id.eq(&bob.id))
+            .filter(sessions::user_id.eq(bob.id.as_str()))
             .count()
             .get_result(conn)?;
         assert_eq!(left, 0);
@@ -210,7 +210,7 @@ fn raw_token_never_stored(backend: Backend) {
         let user = insert_user(conn, "a@example.com");
         let (session, token) = Session::create(conn, &policy, &user.id, &client(), clock::now())?;
         let stored: Vec<u8> = sessions::table
-            .find(&session.id)
+            .find(session.id.as_str())
             .select(sessions::token_hash)
             .first(conn)?;
         assert_eq!(stored, token.hash().as_bytes());
@@ -479,7 +479,8 @@ fn queued_lookups_share_queries_and_keep_their_answers(backend: Backend) {
         .unwrap();
     let expires_at = created[0].0.expires_at;
     let mut lookups = Vec::new();
-    let mut expected: Vec<Option<(String, String)>> = Vec::new();
+    let mut expected: Vec<Option<(latchkey::domain::SessionId, latchkey::domain::UserId)>> =
+        Vec::new();
     for round in 0..3 {
         for (session, token, user) in &created {
             lookups.push((token.hash(), now));

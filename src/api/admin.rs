@@ -1,18 +1,20 @@
 //! `/api/admin/*`: session statistics, cleanup on demand, and one user's sessions.
 
+use rocket::response::content::RawJson;
 use rocket::serde::json::Json;
 use rocket::{Route, State};
-use serde_json::{json, Value};
 
 use crate::api::error::{ApiError, ApiResult};
-use crate::api::sessions::session_list;
+use crate::api::json::render;
+use crate::api::views::{CleanupDone, LastCleanup, Revoked, SessionList, SessionStats};
 use crate::auth::guard::{AdminUser, CleanupCaller};
 use crate::cleanup::{self, CleanupOutcome};
 use crate::clock;
 use crate::config::Settings;
 use crate::db::models::session::counts;
-use crate::db::models::{parse_id, CleanupRun, Session, User};
+use crate::db::models::{CleanupRun, Session, User};
 use crate::db::Db;
+use crate::domain::UserId;
 use crate::metrics::Metrics;
 
 pub fn routes() -> Vec<Route> {
@@ -29,28 +31,25 @@ async fn session_stats(
     db: &State<Db>,
     settings: &State<Settings>,
     _admin: AdminUser,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SessionStats>> {
     let now = clock::now();
     let (counts, last) = db
         .run(move |conn| Ok((counts(conn, now)?, CleanupRun::latest(conn)?)))
         .await?;
-    let last_cleanup = last.map(|run| {
-        json!({
-            "at": clock::rfc3339(run.started_at),
-            "deleted": run.sessions_deleted,
-            "duration_ms": run.duration_ms,
-        })
-    });
-    Ok(Json(json!({
-        "total": counts.total,
-        "active": counts.active,
-        "expired": counts.total - counts.active,
-        "users_with_active_sessions": counts.users_with_active_sessions,
-        "backend": db.backend().as_str(),
-        "idle_timeout_secs": settings.session_idle_timeout.num_seconds(),
-        "absolute_timeout_secs": settings.session_absolute_timeout.num_seconds(),
-        "last_cleanup": last_cleanup,
-    })))
+    Ok(Json(SessionStats {
+        total: counts.total,
+        active: counts.active,
+        expired: counts.total - counts.active,
+        users_with_active_sessions: counts.users_with_active_sessions,
+        backend: db.backend(),
+        idle_timeout_secs: settings.session_idle_timeout.num_seconds(),
+        absolute_timeout_secs: settings.session_absolute_timeout.num_seconds(),
+        last_cleanup: last.map(|run| LastCleanup {
+            at: clock::Rfc3339(run.started_at),
+            deleted: run.sessions_deleted,
+            duration_ms: run.duration_ms,
+        }),
+    }))
 }
 
 /// The same cleanup the worker runs; for an admin, or a scheduler holding `CRON_SECRET`.
@@ -60,7 +59,7 @@ async fn cleanup_sessions(
     settings: &State<Settings>,
     metrics: &State<Metrics>,
     caller: CleanupCaller,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<CleanupDone>> {
     if let CleanupCaller::Admin(admin) = &caller {
         tracing::info!(admin = %admin.user.id, "cleanup requested over HTTP");
     }
@@ -72,24 +71,26 @@ async fn cleanup_sessions(
         CleanupOutcome::Skipped => 0,
     };
     metrics.cleanup_deleted.inc_by(deleted as u64);
-    Ok(Json(json!({ "deleted_count": deleted })))
+    Ok(Json(CleanupDone {
+        deleted_count: deleted,
+    }))
 }
 
 async fn existing_user(db: &Db, id: &str) -> ApiResult<User> {
-    let id = parse_id(id).ok_or_else(ApiError::not_found)?;
+    let id = UserId::parse(id).ok_or_else(ApiError::not_found)?;
     db.run(move |conn| User::find_by_id(conn, &id))
         .await?
         .ok_or_else(ApiError::not_found)
 }
 
 #[rocket::get("/users/<id>/sessions")]
-async fn user_sessions(db: &State<Db>, _admin: AdminUser, id: &str) -> ApiResult<Json<Value>> {
+async fn user_sessions(db: &State<Db>, _admin: AdminUser, id: &str) -> ApiResult<RawJson<String>> {
     let user = existing_user(db, id).await?;
     let now = clock::now();
     let sessions = db
         .run(move |conn| Session::list_active(conn, &user.id, now))
         .await?;
-    Ok(Json(session_list(&sessions, None)))
+    render(&SessionList::new(&sessions, None))
 }
 
 #[rocket::delete("/users/<id>/sessions")]
@@ -98,12 +99,12 @@ async fn revoke_user_sessions(
     metrics: &State<Metrics>,
     admin: AdminUser,
     id: &str,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Revoked>> {
     let user = existing_user(db, id).await?;
     let revoked = db
         .run(move |conn| Session::revoke_all(conn, &user.id, None))
         .await?;
     tracing::info!(admin = %admin.user.id, user = %id, revoked, "admin revoked a user's sessions");
     metrics.sessions_revoked.inc_by(revoked as u64);
-    Ok(Json(json!({ "revoked": revoked })))
+    Ok(Json(Revoked { revoked }))
 }

@@ -10,18 +10,18 @@ use rocket::response::content::RawJson;
 use rocket::serde::json::Json;
 use rocket::{Route, State};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::json::{render, JsonBody};
-use crate::api::views::{SessionView, UserView};
+use crate::api::views::{NewToken, Refreshed, SessionView, UserView};
 use crate::auth::guard::{PresentedToken, Via};
 use crate::auth::{password, throttle, Authenticator, CurrentSession};
 use crate::clock;
 use crate::config::Settings;
 use crate::db::models::session::ClientInfo;
-use crate::db::models::{new_id, EventKind, NewEvent, NewUser, Role, SecurityEvent, Session, User};
+use crate::db::models::{EventKind, NewEvent, NewUser, Role, SecurityEvent, Session, User};
 use crate::db::{Db, DbConnection, DbError};
+use crate::domain::{SessionId, UserId};
 use crate::metrics::Metrics;
 use crate::token::{SessionToken, TokenHash};
 
@@ -163,9 +163,9 @@ fn check_fields(problems: &[(&str, Option<&'static str>)]) -> ApiResult<()> {
 
 fn record(
     conn: &mut DbConnection,
-    user_id: &str,
+    user_id: &UserId,
     kind: EventKind,
-    session_id: Option<&str>,
+    session_id: Option<&SessionId>,
     client: &ClientInfo,
     now: NaiveDateTime,
 ) -> diesel::QueryResult<()> {
@@ -234,7 +234,7 @@ async fn register(
     let created = db
         .run(move |conn| {
             conn.transaction(|conn| {
-                let id = new_id();
+                let id = UserId::generate();
                 let user = User::insert(
                     conn,
                     &NewUser {
@@ -242,7 +242,7 @@ async fn register(
                         email: &email,
                         name: &name,
                         password_hash: &password_hash,
-                        role: Role::User.as_str(),
+                        role: Role::User,
                         created_at: now,
                         updated_at: now,
                     },
@@ -524,7 +524,7 @@ async fn refresh(
     auth: &State<Authenticator>,
     jar: &CookieJar<'_>,
     current: CurrentSession,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<RawJson<String>> {
     let policy = auth.policy;
     let (id, old) = (current.session.id.clone(), current.hash);
     let now = clock::now();
@@ -534,20 +534,18 @@ async fn refresh(
     else {
         return Err(lost_race(&current));
     };
-    let view = SessionView::current(&session);
-    Ok(Json(
-        match deliver_token(auth, jar, &current, &token, &session) {
-            Some(token) => json!({ "session": view, "token": token }),
-            None => json!({ "session": view }),
-        },
-    ))
+    let token = deliver_token(auth, jar, &current, &token, &session);
+    render(&Refreshed {
+        session: SessionView::current(&session),
+        token,
+    })
 }
 
 /// 204 for a cookie client (the new token travels as the cookie), 200 `{token}` for bearer.
 #[derive(rocket::Responder)]
 enum PasswordChanged {
     Continued(Status),
-    Token(Json<Value>),
+    Token(Json<NewToken>),
 }
 
 #[derive(Deserialize)]
@@ -619,7 +617,7 @@ async fn change_password(
     };
     metrics.sessions_revoked.inc_by(revoked as u64);
     Ok(match deliver_token(auth, jar, &current, &token, &session) {
-        Some(token) => PasswordChanged::Token(Json(json!({ "token": token }))),
+        Some(token) => PasswordChanged::Token(Json(NewToken { token })),
         None => PasswordChanged::Continued(Status::NoContent),
     })
 }

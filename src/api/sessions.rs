@@ -1,18 +1,20 @@
 //! "Where you're signed in": list and revoke your own sessions, and your security events.
 
 use rocket::http::CookieJar;
+use rocket::response::content::RawJson;
 use rocket::serde::json::Json;
 use rocket::{Route, State};
-use serde_json::{json, Value};
 
 use crate::api::auth::SignedOut;
 use crate::api::error::{ApiError, ApiResult};
-use crate::api::views::{EventView, SessionView};
+use crate::api::json::render;
+use crate::api::views::{EventList, EventView, Revoked, SessionList};
 use crate::auth::{Authenticator, CurrentSession, Via};
 use crate::clock;
 use crate::db::models::session::ClientInfo;
-use crate::db::models::{parse_id, EventKind, NewEvent, SecurityEvent, Session};
+use crate::db::models::{EventKind, NewEvent, SecurityEvent, Session};
 use crate::db::Db;
+use crate::domain::SessionId;
 use crate::metrics::Metrics;
 
 pub fn routes() -> Vec<Route> {
@@ -31,22 +33,14 @@ pub fn event_routes() -> Vec<Route> {
 pub const DEFAULT_EVENT_LIMIT: i64 = 50;
 pub const MAX_EVENT_LIMIT: i64 = 200;
 
-pub fn session_list(sessions: &[Session], current_id: Option<&str>) -> Value {
-    let views: Vec<SessionView> = sessions
-        .iter()
-        .map(|s| SessionView::new(s, current_id))
-        .collect();
-    json!({ "sessions": views })
-}
-
 #[rocket::get("/sessions")]
-async fn list_sessions(db: &State<Db>, current: CurrentSession) -> ApiResult<Json<Value>> {
+async fn list_sessions(db: &State<Db>, current: CurrentSession) -> ApiResult<RawJson<String>> {
     let user_id = current.user.id.clone();
     let now = clock::now();
     let sessions = db
         .run(move |conn| Session::list_active(conn, &user_id, now))
         .await?;
-    Ok(Json(session_list(&sessions, Some(&current.session.id))))
+    render(&SessionList::new(&sessions, Some(&current.session.id)))
 }
 
 /// Revokes one of your own sessions. Someone else's id is indistinguishable from an unknown one.
@@ -61,7 +55,7 @@ async fn revoke_session(
     id: &str,
 ) -> ApiResult<rocket::http::Status> {
     let user_id = current.user.id.clone();
-    let target = parse_id(id).ok_or_else(ApiError::not_found)?;
+    let target = SessionId::parse(id).ok_or_else(ApiError::not_found)?;
     let now = clock::now();
     let target_is_current = target == current.session.id;
     let revoked = db
@@ -96,7 +90,7 @@ async fn revoke_other_sessions(
     metrics: &State<Metrics>,
     client: ClientInfo,
     current: CurrentSession,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Revoked>> {
     let (user_id, keep) = (current.user.id.clone(), current.session.id.clone());
     let now = clock::now();
     let revoked = db
@@ -115,7 +109,7 @@ async fn revoke_other_sessions(
         })
         .await?;
     metrics.sessions_revoked.inc_by(revoked as u64);
-    Ok(Json(json!({ "revoked": revoked })))
+    Ok(Json(Revoked { revoked }))
 }
 
 /// Signs out everywhere, this device included.
@@ -155,7 +149,7 @@ async fn list_events(
     db: &State<Db>,
     current: CurrentSession,
     limit: Option<&str>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EventList>> {
     let limit = match limit {
         None => DEFAULT_EVENT_LIMIT,
         Some(text) => match text.trim().parse::<i64>() {
@@ -173,6 +167,6 @@ async fn list_events(
     let events = db
         .run(move |conn| SecurityEvent::list_for_user(conn, &user_id, limit))
         .await?;
-    let views: Vec<EventView> = events.into_iter().map(EventView::from).collect();
-    Ok(Json(json!({ "events": views })))
+    let events = events.into_iter().map(EventView::from).collect();
+    Ok(Json(EventList { events }))
 }

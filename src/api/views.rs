@@ -4,14 +4,15 @@ use serde::Serialize;
 
 use crate::clock::Rfc3339;
 use crate::db::models::{SecurityEvent, Session, User};
+use crate::domain::{EventKind, Role, SessionId, UserId};
 
 /// Views borrow from the rows they show and write timestamps straight into the JSON.
 #[derive(Serialize)]
 pub struct UserView<'a> {
-    pub id: &'a str,
+    pub id: &'a UserId,
     pub email: &'a str,
     pub name: &'a str,
-    pub role: &'a str,
+    pub role: Role,
     pub created_at: Rfc3339,
 }
 
@@ -21,7 +22,7 @@ impl<'a> From<&'a User> for UserView<'a> {
             id: &user.id,
             email: &user.email,
             name: &user.name,
-            role: &user.role,
+            role: user.role,
             created_at: Rfc3339(user.created_at),
         }
     }
@@ -29,7 +30,7 @@ impl<'a> From<&'a User> for UserView<'a> {
 
 #[derive(Serialize)]
 pub struct SessionView<'a> {
-    pub id: &'a str,
+    pub id: &'a SessionId,
     pub created_at: Rfc3339,
     pub last_seen_at: Rfc3339,
     pub expires_at: Rfc3339,
@@ -39,7 +40,7 @@ pub struct SessionView<'a> {
 }
 
 impl<'a> SessionView<'a> {
-    pub fn new(session: &'a Session, current_id: Option<&str>) -> SessionView<'a> {
+    pub fn new(session: &'a Session, current_id: Option<&SessionId>) -> SessionView<'a> {
         SessionView {
             id: &session.id,
             created_at: Rfc3339(session.created_at),
@@ -47,7 +48,7 @@ impl<'a> SessionView<'a> {
             expires_at: Rfc3339(session.expires_at),
             ip: session.ip.as_deref(),
             user_agent: session.user_agent.as_deref(),
-            current: current_id == Some(session.id.as_str()),
+            current: current_id == Some(&session.id),
         }
     }
 
@@ -60,7 +61,7 @@ impl<'a> SessionView<'a> {
 pub struct EventView {
     pub id: String,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: EventKind,
     pub at: Rfc3339,
     pub session_id: Option<String>,
     pub ip: Option<String>,
@@ -78,4 +79,89 @@ impl From<SecurityEvent> for EventView {
             user_agent: event.user_agent,
         }
     }
+}
+
+/// `{sessions: [...]}`.
+#[derive(Serialize)]
+pub struct SessionList<'a> {
+    pub sessions: Vec<SessionView<'a>>,
+}
+
+impl<'a> SessionList<'a> {
+    pub fn new(sessions: &'a [Session], current_id: Option<&SessionId>) -> SessionList<'a> {
+        SessionList {
+            sessions: sessions
+                .iter()
+                .map(|s| SessionView::new(s, current_id))
+                .collect(),
+        }
+    }
+}
+
+/// `{revoked: n}`: how many sessions a bulk revocation ended.
+#[derive(Serialize)]
+pub struct Revoked {
+    pub revoked: usize,
+}
+
+/// `{events: [...]}`.
+#[derive(Serialize)]
+pub struct EventList {
+    pub events: Vec<EventView>,
+}
+
+/// `{session, token?}`: a refreshed session, with its new token for bearer clients.
+#[derive(Serialize)]
+pub struct Refreshed<'a> {
+    pub session: SessionView<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// `{token}`: a bearer client's new token after a password change.
+#[derive(Serialize)]
+pub struct NewToken {
+    pub token: String,
+}
+
+/// `GET /api/admin/session-stats`.
+#[derive(Serialize)]
+pub struct SessionStats {
+    pub total: i64,
+    pub active: i64,
+    pub expired: i64,
+    pub users_with_active_sessions: i64,
+    pub backend: crate::config::Backend,
+    pub idle_timeout_secs: i64,
+    pub absolute_timeout_secs: i64,
+    pub last_cleanup: Option<LastCleanup>,
+}
+
+#[derive(Serialize)]
+pub struct LastCleanup {
+    pub at: Rfc3339,
+    pub deleted: i64,
+    pub duration_ms: i64,
+}
+
+/// `{deleted_count}`.
+#[derive(Serialize)]
+pub struct CleanupDone {
+    pub deleted_count: i64,
+}
+
+/// `GET /api/health`.
+#[derive(Serialize)]
+pub struct Health {
+    pub status: &'static str,
+    pub database: DatabaseHealth,
+    pub version: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct DatabaseHealth {
+    pub status: &'static str,
+    pub backend: crate::config::Backend,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
 }

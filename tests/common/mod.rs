@@ -126,13 +126,13 @@ pub fn insert_user(
     email: &str,
 ) -> latchkey::db::models::User {
     let now = latchkey::clock::now();
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = latchkey::domain::UserId::generate();
     let new = latchkey::db::models::NewUser {
         id: &id,
         email,
         name: "N",
         password_hash: "not-a-hash",
-        role: "user",
+        role: latchkey::domain::Role::User,
         created_at: now,
         updated_at: now,
     };

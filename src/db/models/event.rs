@@ -8,38 +8,16 @@ use crate::db::models::new_id;
 use crate::db::models::session::ClientInfo;
 use crate::db::schema::security_events;
 use crate::db::DbConnection;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    Registered,
-    Login,
-    LoginFailed,
-    Logout,
-    SessionRevoked,
-    PasswordChanged,
-    AccountDeleted,
-}
-
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Registered => "registered",
-            EventKind::Login => "login",
-            EventKind::LoginFailed => "login_failed",
-            EventKind::Logout => "logout",
-            EventKind::SessionRevoked => "session_revoked",
-            EventKind::PasswordChanged => "password_changed",
-            EventKind::AccountDeleted => "account_deleted",
-        }
-    }
-}
+pub use crate::domain::EventKind;
+use crate::domain::{SessionId, UserId};
 
 #[derive(Queryable, Selectable, Debug, Clone)]
 #[diesel(table_name = security_events)]
 pub struct SecurityEvent {
     pub id: String,
     pub user_id: Option<String>,
-    pub kind: String,
+    #[diesel(deserialize_as = String)]
+    pub kind: EventKind,
     pub at: NaiveDateTime,
     pub session_id: Option<String>,
     pub ip: Option<String>,
@@ -48,9 +26,9 @@ pub struct SecurityEvent {
 
 /// An event about to be recorded.
 pub struct NewEvent<'a> {
-    pub user_id: &'a str,
+    pub user_id: &'a UserId,
     pub kind: EventKind,
-    pub session_id: Option<&'a str>,
+    pub session_id: Option<&'a SessionId>,
     pub client: &'a ClientInfo,
 }
 
@@ -75,10 +53,10 @@ impl SecurityEvent {
         diesel::insert_into(security_events::table)
             .values(EventRow {
                 id: &new_id(),
-                user_id: Some(event.user_id),
+                user_id: Some(event.user_id.as_str()),
                 kind: event.kind.as_str(),
                 at: now,
-                session_id: event.session_id,
+                session_id: event.session_id.map(SessionId::as_str),
                 ip: event.client.ip.as_deref(),
                 user_agent: event.client.user_agent.as_deref(),
             })
@@ -89,11 +67,11 @@ impl SecurityEvent {
     /// The user's events, newest first.
     pub fn list_for_user(
         conn: &mut DbConnection,
-        user_id: &str,
+        user_id: &UserId,
         limit: i64,
     ) -> QueryResult<Vec<SecurityEvent>> {
         security_events::table
-            .filter(security_events::user_id.eq(user_id))
+            .filter(security_events::user_id.eq(user_id.as_str()))
             .order((security_events::at.desc(), security_events::id.desc()))
             .limit(limit)
             .select(SecurityEvent::as_select())

@@ -12,13 +12,8 @@ pub use event::{EventKind, NewEvent, SecurityEvent};
 pub use session::{Session, SessionPolicy};
 pub use user::{NewUser, Role, User};
 
-/// A random UUID (v4) as the text both backends store.
+/// A random UUID (v4) as the text both backends store (rows whose ids are not shown anywhere:
+/// events, cleanup runs; users and sessions have `domain::UserId` and `domain::SessionId`).
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
-}
-
-/// The canonical form of an id from a URL, or `None` if it cannot be one of ours (such input
-/// never reaches SQL; PostgreSQL would refuse a NUL byte with an error, not "not found").
-pub fn parse_id(text: &str) -> Option<String> {
-    uuid::Uuid::parse_str(text).ok().map(|id| id.to_string())
 }

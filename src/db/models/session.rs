@@ -7,17 +7,20 @@ use diesel::sql_types::{BigInt, Timestamp};
 use diesel::AggregateExpressionMethods;
 
 use crate::config::Settings;
-use crate::db::models::{new_id, User};
+use crate::db::models::User;
 use crate::db::schema::{sessions, users};
 use crate::db::DbConnection;
+use crate::domain::{SessionId, UserId};
 use crate::token::{SessionToken, TokenHash};
 
 /// A session row, without its token hash (which only ever appears in `WHERE` clauses).
 #[derive(Queryable, Selectable, Clone, Debug)]
 #[diesel(table_name = sessions)]
 pub struct Session {
-    pub id: String,
-    pub user_id: String,
+    #[diesel(deserialize_as = String)]
+    pub id: SessionId,
+    #[diesel(deserialize_as = String)]
+    pub user_id: UserId,
     pub created_at: NaiveDateTime,
     pub last_seen_at: NaiveDateTime,
     pub expires_at: NaiveDateTime,
@@ -101,18 +104,18 @@ impl Session {
     pub fn create(
         conn: &mut DbConnection,
         policy: &SessionPolicy,
-        user_id: &str,
+        user_id: &UserId,
         client: &ClientInfo,
         now: NaiveDateTime,
     ) -> QueryResult<(Session, SessionToken)> {
         let token = SessionToken::generate();
         let hash = token.hash();
-        let id = new_id();
+        let id = SessionId::generate();
         diesel::insert_into(sessions::table)
             .values(NewSession {
-                id: &id,
+                id: id.as_str(),
                 token_hash: hash.as_bytes(),
-                user_id,
+                user_id: user_id.as_str(),
                 created_at: now,
                 last_seen_at: now,
                 expires_at: policy.expires_at(now, now),
@@ -121,7 +124,7 @@ impl Session {
             })
             .execute(conn)?;
         let session = sessions::table
-            .find(&id)
+            .find(id.as_str())
             .select(Session::as_select())
             .first(conn)?;
         Ok((session, token))
@@ -200,7 +203,7 @@ impl Session {
         // Guarded by the old last_seen_at, so two instances touching at once write once.
         let update = diesel::update(
             sessions::table
-                .find(&self.id)
+                .find(self.id.as_str())
                 .filter(sessions::last_seen_at.eq(self.last_seen_at)),
         )
         .set((
@@ -229,13 +232,13 @@ impl Session {
     pub fn rotate(
         conn: &mut DbConnection,
         policy: &SessionPolicy,
-        session_id: &str,
+        session_id: &SessionId,
         old: &TokenHash,
         now: NaiveDateTime,
     ) -> QueryResult<Option<(Session, SessionToken)>> {
         let token = SessionToken::generate();
         let Some(current) = sessions::table
-            .find(session_id)
+            .find(session_id.as_str())
             .filter(sessions::token_hash.eq(old.as_bytes()))
             .filter(sessions::expires_at.gt(now))
             .select(Session::as_select())
@@ -247,7 +250,7 @@ impl Session {
         let expires_at = policy.expires_at(current.created_at, now);
         let written = diesel::update(
             sessions::table
-                .find(session_id)
+                .find(session_id.as_str())
                 .filter(sessions::token_hash.eq(old.as_bytes())),
         )
         .set((
@@ -288,16 +291,20 @@ impl Session {
             return Ok(None);
         };
         // By id: a refresh between the two statements changes the token, not the session.
-        let deleted = diesel::delete(sessions::table.find(&session.id)).execute(conn)?;
+        let deleted = diesel::delete(sessions::table.find(session.id.as_str())).execute(conn)?;
         Ok((deleted == 1).then_some(session))
     }
 
     /// Deletes one of `user_id`'s sessions; `false` when there is no such session of theirs.
-    pub fn revoke(conn: &mut DbConnection, user_id: &str, session_id: &str) -> QueryResult<bool> {
+    pub fn revoke(
+        conn: &mut DbConnection,
+        user_id: &UserId,
+        session_id: &SessionId,
+    ) -> QueryResult<bool> {
         let deleted = diesel::delete(
             sessions::table
-                .find(session_id)
-                .filter(sessions::user_id.eq(user_id)),
+                .find(session_id.as_str())
+                .filter(sessions::user_id.eq(user_id.as_str())),
         )
         .execute(conn)?;
         Ok(deleted == 1)
@@ -306,12 +313,12 @@ impl Session {
     /// Deletes all of a user's sessions, optionally keeping one (the current device).
     pub fn revoke_all(
         conn: &mut DbConnection,
-        user_id: &str,
-        except: Option<&str>,
+        user_id: &UserId,
+        except: Option<&SessionId>,
     ) -> QueryResult<usize> {
-        let mine = sessions::table.filter(sessions::user_id.eq(user_id));
+        let mine = sessions::table.filter(sessions::user_id.eq(user_id.as_str()));
         match except {
-            Some(keep) => diesel::delete(mine.filter(sessions::id.ne(keep))).execute(conn),
+            Some(keep) => diesel::delete(mine.filter(sessions::id.ne(keep.as_str()))).execute(conn),
             None => diesel::delete(mine).execute(conn),
         }
     }
@@ -319,11 +326,11 @@ impl Session {
     /// A user's unexpired sessions, most recently active first.
     pub fn list_active(
         conn: &mut DbConnection,
-        user_id: &str,
+        user_id: &UserId,
         now: NaiveDateTime,
     ) -> QueryResult<Vec<Session>> {
         sessions::table
-            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::user_id.eq(user_id.as_str()))
             .filter(sessions::expires_at.gt(now))
             .order((sessions::last_seen_at.desc(), sessions::created_at.desc()))
             .select(Session::as_select())

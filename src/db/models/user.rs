@@ -8,29 +8,19 @@ use diesel::prelude::*;
 use crate::db::schema::users;
 use crate::db::DbConnection;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    User,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::User => "user",
-            Role::Admin => "admin",
-        }
-    }
-}
+pub use crate::domain::Role;
+use crate::domain::UserId;
 
 #[derive(Queryable, Selectable, Clone)]
 #[diesel(table_name = users)]
 pub struct User {
-    pub id: String,
+    #[diesel(deserialize_as = String)]
+    pub id: UserId,
     pub email: String,
     pub name: String,
     pub password_hash: String,
-    pub role: String,
+    #[diesel(deserialize_as = String)]
+    pub role: Role,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
 }
@@ -46,12 +36,12 @@ impl fmt::Debug for User {
 
 impl User {
     pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin.as_str()
+        self.role == Role::Admin
     }
 
-    pub fn find_by_id(conn: &mut DbConnection, id: &str) -> QueryResult<Option<User>> {
+    pub fn find_by_id(conn: &mut DbConnection, id: &UserId) -> QueryResult<Option<User>> {
         users::table
-            .find(id)
+            .find(id.as_str())
             .select(User::as_select())
             .first(conn)
             .optional()
@@ -60,8 +50,8 @@ impl User {
     /// The account's password hash, locked until the caller's transaction ends (PostgreSQL:
     /// `FOR UPDATE`; SQLite: the caller has already written, which holds the database's one
     /// write lock). `None` when the account is gone.
-    pub fn lock_password_hash(conn: &mut DbConnection, id: &str) -> QueryResult<Option<String>> {
-        let query = users::table.find(id).select(users::password_hash);
+    pub fn lock_password_hash(conn: &mut DbConnection, id: &UserId) -> QueryResult<Option<String>> {
+        let query = users::table.find(id.as_str()).select(users::password_hash);
         match conn {
             DbConnection::Postgres(pg) => query.for_update().first(pg).optional(),
             DbConnection::Sqlite(sqlite) => query.first(sqlite).optional(),
@@ -80,21 +70,29 @@ impl User {
     /// Fails with a unique violation when the email is taken.
     pub fn insert(conn: &mut DbConnection, new: &NewUser<'_>) -> QueryResult<User> {
         diesel::insert_into(users::table)
-            .values(new)
+            .values((
+                users::id.eq(new.id.as_str()),
+                users::email.eq(new.email),
+                users::name.eq(new.name),
+                users::password_hash.eq(new.password_hash),
+                users::role.eq(new.role.as_str()),
+                users::created_at.eq(new.created_at),
+                users::updated_at.eq(new.updated_at),
+            ))
             .execute(conn)?;
         users::table
-            .find(new.id)
+            .find(new.id.as_str())
             .select(User::as_select())
             .first(conn)
     }
 
     pub fn set_password_hash(
         conn: &mut DbConnection,
-        id: &str,
+        id: &UserId,
         password_hash: &str,
         now: NaiveDateTime,
     ) -> QueryResult<usize> {
-        diesel::update(users::table.find(id))
+        diesel::update(users::table.find(id.as_str()))
             .set((
                 users::password_hash.eq(password_hash),
                 users::updated_at.eq(now),
@@ -115,19 +113,18 @@ impl User {
     }
 
     /// Deletes the account; its sessions go with it (ON DELETE CASCADE).
-    pub fn delete(conn: &mut DbConnection, id: &str) -> QueryResult<usize> {
-        diesel::delete(users::table.find(id)).execute(conn)
+    pub fn delete(conn: &mut DbConnection, id: &UserId) -> QueryResult<usize> {
+        diesel::delete(users::table.find(id.as_str())).execute(conn)
     }
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = users)]
+/// An account about to be inserted.
 pub struct NewUser<'a> {
-    pub id: &'a str,
+    pub id: &'a UserId,
     pub email: &'a str,
     pub name: &'a str,
     pub password_hash: &'a str,
-    pub role: &'a str,
+    pub role: Role,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
 }
