@@ -207,3 +207,28 @@ fn notes_application(backend: Backend) {
 }
 
 on_both_backends!(contract_application, notes_application);
+
+/// A route that uses latchkey's guards in an application that did not attach the fairing is
+/// a launch-time error (Rocket sentinels), not a panic at its first request.
+#[test]
+fn guards_without_the_fairing_stop_the_launch() {
+    #[rocket::get("/private")]
+    fn private(me: latchkey::CurrentSession) -> String {
+        me.user.email.clone()
+    }
+    #[rocket::get("/admin")]
+    fn admin(_admin: Option<latchkey::AdminUser>) -> &'static str {
+        "admin"
+    }
+    for routes in [rocket::routes![private], rocket::routes![admin]] {
+        let rocket = rocket::custom(common::rocket_figment()).mount("/", routes);
+        let error = match rocket::local::blocking::Client::untracked(rocket) {
+            Ok(_) => panic!("launched without latchkey's state"),
+            Err(error) => error,
+        };
+        assert!(
+            matches!(error.kind(), rocket::error::ErrorKind::SentinelAborts(_)),
+            "{error}"
+        );
+    }
+}

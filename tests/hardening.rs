@@ -112,6 +112,9 @@ fn change_racing_sign_ins(
         if i == 0 {
             change(&base, &owner)
         } else {
+            // Staggered, so that some sign-ins read the account before the change commits
+            // and check its password (on the hashing queue, behind the change's) after.
+            thread::sleep(std::time::Duration::from_millis(25 * i as u64));
             token(&base, &email, PASSWORD)
         }
     });

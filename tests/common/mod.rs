@@ -82,7 +82,10 @@ impl TestDb {
                     ),
                     Err(e) => {
                         if !WARNED.swap(true, Ordering::SeqCst) {
-                            eprintln!("\n*** SKIPPING PostgreSQL tests: cannot connect to {} ({e}). Set LATCHKEY_REQUIRE_PG=1 to fail instead. ***\n", pg_base_url());
+                            // Written to the stream itself: `eprintln!` is captured by the
+                            // test harness and thrown away for tests that pass.
+                            use std::io::Write;
+                            let _ = writeln!(std::io::stderr(), "\n*** SKIPPING PostgreSQL tests: cannot connect to {} ({e}). Set LATCHKEY_REQUIRE_PG=1 to fail instead. ***\n", pg_base_url());
                         }
                         return None;
                     }
