@@ -1,9 +1,11 @@
-//! Operations: `GET /api/health`.
+//! Operations: `GET /api/health`, and `GET /api/openapi.json`, the API reference (OpenAPI
+//! 3.1, kept true by a test that compares it with the mounted routes).
 
 use std::time::Instant;
 
 use diesel::RunQueryDsl;
 use rocket::http::Status;
+use rocket::response::content::RawJson;
 use rocket::serde::json::Json;
 use rocket::{Route, State};
 
@@ -11,7 +13,7 @@ use crate::api::views::{DatabaseHealth, Health};
 use crate::db::Db;
 
 pub fn health_routes() -> Vec<Route> {
-    rocket::routes![health]
+    rocket::routes![health, openapi]
 }
 
 /// 200 when a pooled connection answers `SELECT 1` within the pool timeout, else 503.
@@ -53,4 +55,11 @@ async fn health(db: &State<Db>) -> (Status, Json<Health>) {
             (Status::ServiceUnavailable, Json(health))
         }
     }
+}
+
+const OPENAPI: &str = include_str!("openapi.json");
+
+#[rocket::get("/openapi.json")]
+fn openapi() -> RawJson<&'static str> {
+    RawJson(OPENAPI)
 }
