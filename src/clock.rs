@@ -6,6 +6,7 @@ use std::fmt;
 use chrono::{NaiveDateTime, SubsecRound, Utc};
 use serde::{Serialize, Serializer};
 
+/// Now, in UTC, to the microsecond.
 pub fn now() -> NaiveDateTime {
     Utc::now().naive_utc().trunc_subsecs(6)
 }

@@ -13,11 +13,14 @@ use serde::Deserialize;
 /// Where the data lives. The scheme of `database_url` picks the backend, and nothing else does.
 #[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseTarget {
+    /// `postgres://…` or `postgresql://…`: the URL as given.
     Postgres(String),
+    /// `sqlite://PATH` or a plain path.
     Sqlite(PathBuf),
 }
 
 impl DatabaseTarget {
+    /// Picks the backend from the scheme; an unknown scheme is an error naming it.
     pub fn parse(url: &str) -> Result<Self, String> {
         let url = url.trim();
         if url.is_empty() {
@@ -45,6 +48,7 @@ impl DatabaseTarget {
         }
     }
 
+    /// Which backend this target is.
     pub fn backend(&self) -> Backend {
         match self {
             Self::Postgres(_) => Backend::Postgres,
@@ -75,12 +79,16 @@ fn scheme_of(url: &str) -> Option<&str> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
+/// The database backend.
 pub enum Backend {
+    /// PostgreSQL.
     Postgres,
+    /// SQLite.
     Sqlite,
 }
 
 impl Backend {
+    /// `postgres` or `sqlite`, as the API reports it.
     pub fn as_str(self) -> &'static str {
         match self {
             Backend::Postgres => "postgres",
@@ -90,36 +98,58 @@ impl Backend {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The session cookie's `SameSite` attribute.
 pub enum SameSite {
+    /// `SameSite=Lax` (the default).
     Lax,
+    /// `SameSite=Strict`.
     Strict,
 }
 
 /// The validated configuration. Durations are whole seconds in the sources, typed here.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// `database_url`: where the data lives.
     pub database: DatabaseTarget,
+    /// `pool_size`: r2d2 connections.
     pub pool_size: u32,
+    /// `pool_timeout_ms`: how long a request waits for a connection before 503.
     pub pool_timeout: Duration,
     /// How many async workers may run a read themselves at once (see `Db::read_inline`): one,
     /// the session lookup's single lane (`auth::lookup`), or none with a single worker, which
     /// must never block.
     pub inline_reads: usize,
+    /// `session_idle_timeout`.
     pub session_idle_timeout: chrono::Duration,
+    /// `session_absolute_timeout`.
     pub session_absolute_timeout: chrono::Duration,
+    /// `session_touch_interval`.
     pub session_touch_interval: chrono::Duration,
+    /// `cookie_name`.
     pub cookie_name: String,
+    /// `cookie_secure` (also turns on HSTS).
     pub cookie_secure: bool,
+    /// `cookie_same_site`.
     pub cookie_same_site: SameSite,
+    /// `allowed_origins`, normalised (lowercase, no trailing slash).
     pub allowed_origins: Vec<String>,
+    /// `login_max_failures`.
     pub login_max_failures: i32,
+    /// `login_backoff_base`.
     pub login_backoff_base: chrono::Duration,
+    /// `login_backoff_max`.
     pub login_backoff_max: chrono::Duration,
+    /// `ip_max_failures`.
     pub ip_max_failures: i32,
+    /// `ip_failure_window`.
     pub ip_failure_window: chrono::Duration,
+    /// `cleanup_schedule` (checked by the worker's cron parser).
     pub cleanup_schedule: String,
+    /// `cleanup_batch_size`.
     pub cleanup_batch_size: i64,
+    /// `event_retention`.
     pub event_retention: chrono::Duration,
+    /// `CRON_SECRET`.
     pub cron_secret: Option<String>,
     /// True when the selected profile is `release`.
     pub release: bool,
@@ -128,7 +158,9 @@ pub struct Settings {
 /// One configuration problem: the key and what is wrong with it, printed as one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The key, as written in `Rocket.toml`.
     pub key: String,
+    /// What is wrong with its value.
     pub problem: String,
 }
 
@@ -249,6 +281,7 @@ fn seconds(key: &str, value: i64) -> Result<chrono::Duration, ConfigError> {
 }
 
 impl Settings {
+    /// Extracts and validates the configuration from a Figment (see [`figment`]).
     pub fn from_figment(figment: &Figment) -> Result<Settings, ConfigError> {
         let raw: Raw = figment.extract().map_err(|e| {
             let e = e.into_iter().next().expect("figment errors are non-empty");
@@ -380,6 +413,7 @@ impl Settings {
         )
     }
 
+    /// The configured backend.
     pub fn backend(&self) -> Backend {
         self.database.backend()
     }

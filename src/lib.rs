@@ -43,23 +43,34 @@
 //! `web` (routes) → `fairing` and `server`; the worker binary uses `config`, `db` and
 //! `cleanup`.
 
+// The layers below are public for the binaries and the integration tests; an application uses
+// the items re-exported here and the documented modules (`config`, `web`, `metrics`,
+// `server`, `clock`).
+#[doc(hidden)]
 pub mod api;
+#[doc(hidden)]
 pub mod auth;
+#[doc(hidden)]
 pub mod cleanup;
 pub mod clock;
 pub mod config;
+#[doc(hidden)]
 pub mod db;
+#[doc(hidden)]
 pub mod domain;
 mod fairing;
 pub mod metrics;
 pub mod server;
+#[doc(hidden)]
 pub mod token;
 pub mod web;
 
 use std::fmt;
 
-pub use auth::{AdminUser, AuthError, CurrentSession, SignedIn};
+pub use auth::{AdminUser, AuthError, CurrentSession, SignedIn, Via};
+pub use db::models::{Session, User};
 pub use db::{Db, DbConnection, DbError};
+pub use domain::{Role, SessionId, UserId};
 pub use fairing::{BootWatch, Latchkey, API_BASE};
 
 /// Why the fairing refused to launch.

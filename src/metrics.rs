@@ -17,14 +17,20 @@ use crate::auth::lookup::SessionLookup;
 use crate::auth::Authenticator;
 use crate::db::Db;
 
+/// The server's Prometheus registry and the counters latchkey keeps.
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    /// Sign-in attempts by outcome.
     pub logins: IntCounterVec,
+    /// Sessions created.
     pub sessions_created: IntCounter,
+    /// Sessions revoked.
     pub sessions_revoked: IntCounter,
+    /// Cleanups run through the HTTP endpoint.
     pub cleanup_runs: IntCounter,
+    /// Sessions those cleanups deleted.
     pub cleanup_deleted: IntCounter,
     /// How many session lookups each lookup query carried (see `auth::lookup`).
     pub lookup_batch: Histogram,
@@ -33,6 +39,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// A fresh registry with every metric registered.
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
@@ -132,6 +139,7 @@ impl Metrics {
         }
     }
 
+    /// Counts one sign-in attempt (`success`, `failure`, `throttled`).
     pub fn login(&self, outcome: &str) {
         self.logins.with_label_values(&[outcome]).inc();
     }

@@ -5,6 +5,7 @@ use rocket::http::Header;
 use rocket::response::content::RawHtml;
 use rocket::Route;
 
+/// `GET /`: the page, to mount at `/`.
 pub fn routes() -> Vec<Route> {
     rocket::routes![index]
 }

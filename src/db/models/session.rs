@@ -17,14 +17,21 @@ use crate::token::{SessionToken, TokenHash};
 #[derive(Queryable, Selectable, Clone, Debug)]
 #[diesel(table_name = sessions)]
 pub struct Session {
+    /// A random UUID, public (lists and revocations use it).
     #[diesel(deserialize_as = String)]
     pub id: SessionId,
+    /// Whose session it is.
     #[diesel(deserialize_as = String)]
     pub user_id: UserId,
+    /// UTC, as are the times below.
     pub created_at: NaiveDateTime,
+    /// Last recorded activity (written at most once per touch interval).
     pub last_seen_at: NaiveDateTime,
+    /// `min(last_seen_at + idle timeout, created_at + absolute timeout)`.
     pub expires_at: NaiveDateTime,
+    /// The client IP it was created from.
     pub ip: Option<String>,
+    /// The user agent it was created with (cut to 256 characters).
     pub user_agent: Option<String>,
 }
 

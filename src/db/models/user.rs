@@ -14,14 +14,21 @@ use crate::domain::UserId;
 #[derive(Queryable, Selectable, Clone)]
 #[diesel(table_name = users)]
 pub struct User {
+    /// A random UUID.
     #[diesel(deserialize_as = String)]
     pub id: UserId,
+    /// Trimmed, lowercased, international domains in ASCII form.
     pub email: String,
+    /// The display name.
     pub name: String,
+    /// Argon2id PHC string; never shown by the API.
     pub password_hash: String,
+    /// `user` or `admin`.
     #[diesel(deserialize_as = String)]
     pub role: Role,
+    /// UTC.
     pub created_at: NaiveDateTime,
+    /// UTC.
     pub updated_at: NaiveDateTime,
 }
 
