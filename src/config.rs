@@ -151,6 +151,8 @@ pub struct Settings {
     pub event_retention: chrono::Duration,
     /// `CRON_SECRET`.
     pub cron_secret: Option<String>,
+    /// `login_url`: where `/api/auth/verify` sends browsers that are not signed in.
+    pub login_url: Option<String>,
     /// True when the selected profile is `release`.
     pub release: bool,
 }
@@ -196,6 +198,7 @@ struct Raw {
     cleanup_batch_size: i64,
     event_retention: i64,
     cron_secret: Option<String>,
+    login_url: Option<String>,
 }
 
 impl Default for Raw {
@@ -221,6 +224,7 @@ impl Default for Raw {
             cleanup_batch_size: 10_000,
             event_retention: 90 * 86_400,
             cron_secret: None,
+            login_url: None,
         }
     }
 }
@@ -371,7 +375,24 @@ impl Settings {
                 });
             }
         }
+        let login_url = raw
+            .login_url
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty());
+        if let Some(url) = &login_url {
+            let absolute = url.starts_with("https://") || url.starts_with("http://");
+            let path = url.starts_with('/') && !url.starts_with("//");
+            if !(absolute || path) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(ConfigError {
+                    key: "login_url".into(),
+                    problem: format!(
+                        "must be an http(s) URL or a path starting with `/` (got `{url}`)"
+                    ),
+                });
+            }
+        }
         Ok(Settings {
+            login_url,
             database,
             pool_size,
             pool_timeout,

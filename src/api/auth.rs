@@ -45,7 +45,7 @@ pub struct AuthBody<'a> {
 }
 
 impl<'a> AuthBody<'a> {
-    fn new(user: &'a User, session: &'a Session) -> AuthBody<'a> {
+    pub fn new(user: &'a User, session: &'a Session) -> AuthBody<'a> {
         AuthBody {
             user: user.into(),
             session: SessionView::current(session),

@@ -7,6 +7,7 @@ pub mod error;
 pub mod json;
 pub mod ops;
 pub mod sessions;
+pub mod verify;
 pub mod views;
 
 use rocket::{Build, Rocket};
@@ -17,6 +18,7 @@ pub fn mount(rocket: Rocket<Build>, base: &str) -> Rocket<Build> {
     rocket
         .mount(format!("{base}/auth"), auth::routes())
         .mount(format!("{base}/auth"), sessions::routes())
+        .mount(format!("{base}/auth"), verify::routes())
         .mount(base, sessions::event_routes())
         .mount(format!("{base}/admin"), admin::routes())
         .mount(base, ops::health_routes())

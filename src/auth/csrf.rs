@@ -58,6 +58,32 @@ impl CrossSiteCheck {
         )
     }
 
+    /// The check for the request a reverse proxy asks about (forward auth): its method from
+    /// `X-Forwarded-Method` or `X-Original-Method`, its host from `X-Forwarded-Host` (else
+    /// `Host`), and the `Origin` and `Sec-Fetch-Site` the proxy passed along.
+    pub fn check_forwarded(&self, req: &Request<'_>) -> Result<(), AuthError> {
+        let headers = req.headers();
+        let method = headers
+            .get_one("X-Forwarded-Method")
+            .or_else(|| headers.get_one("X-Original-Method"))
+            .map(|m| m.trim().to_ascii_uppercase());
+        let safe = match method.as_deref() {
+            Some(m) => matches!(m, "GET" | "HEAD" | "OPTIONS"),
+            None => is_safe(req.method()),
+        };
+        if safe || headers.contains("Authorization") {
+            return Ok(());
+        }
+        let host = headers
+            .get_one("X-Forwarded-Host")
+            .or_else(|| headers.get_one("Host"));
+        self.check_origin(
+            headers.get_one("Origin"),
+            headers.get_one("Sec-Fetch-Site"),
+            host,
+        )
+    }
+
     /// The check itself on the three headers that decide it (also used for the request a
     /// reverse proxy asks about).
     pub fn check_origin(

@@ -79,11 +79,34 @@ impl Authenticator {
     }
 
     async fn authenticate(&self, req: &Request<'_>) -> Result<CurrentSession, AuthError> {
+        self.resolve(req, false).await
+    }
+
+    /// For forward auth: the session of the request a reverse proxy asks about, with the
+    /// cross-site check applied to that original request (see
+    /// [`CrossSiteCheck::check_forwarded`]). Costs what any authenticated request costs: one
+    /// shared lookup, and a touch only when one is due.
+    pub async fn authenticate_forwarded(
+        &self,
+        req: &Request<'_>,
+    ) -> Result<CurrentSession, AuthError> {
+        self.resolve(req, true).await
+    }
+
+    async fn resolve(
+        &self,
+        req: &Request<'_>,
+        forwarded: bool,
+    ) -> Result<CurrentSession, AuthError> {
         let Some((token, via)) = self.credential(req)? else {
             return Err(AuthError::unauthenticated());
         };
         if via == Via::Cookie {
-            self.cross_site.check(req)?;
+            if forwarded {
+                self.cross_site.check_forwarded(req)?;
+            } else {
+                self.cross_site.check(req)?;
+            }
         }
         let hash = token.hash();
         let now = clock::now();

@@ -3,26 +3,42 @@
 
 use rocket::http::Header;
 use rocket::response::content::RawHtml;
-use rocket::Route;
+use rocket::{Route, State};
+
+use crate::config::Settings;
 
 /// `GET /`: the page, to mount at `/`.
 pub fn routes() -> Vec<Route> {
-    rocket::routes![index]
+    rocket::routes![index, login]
 }
 
 const INDEX: &str = include_str!("index.html");
 
 #[derive(rocket::Responder)]
 struct Page {
-    html: RawHtml<&'static str>,
+    html: RawHtml<String>,
     csp: Header<'static>,
     frame: Header<'static>,
 }
 
-#[rocket::get("/")]
-fn index() -> Page {
+/// The page with the origins it may send a browser back to after sign-in (its own, and
+/// `allowed_origins`), for `return_to`.
+fn page(settings: &Settings) -> Page {
+    let escape = |text: &str| {
+        text.replace('&', "&amp;")
+            .replace('"', "&quot;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let origins = settings
+        .allowed_origins
+        .iter()
+        .map(|o| escape(o))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let meta = format!(r#"<meta name="latchkey-allowed-origins" content="{origins}">"#);
     Page {
-        html: RawHtml(INDEX),
+        html: RawHtml(INDEX.replacen("<!--allowed-origins-->", &meta, 1)),
         // Everything is inline in the one file; nothing may load from elsewhere.
         csp: Header::new(
             "Content-Security-Policy",
@@ -30,4 +46,16 @@ fn index() -> Page {
         ),
         frame: Header::new("X-Frame-Options", "DENY"),
     }
+}
+
+#[rocket::get("/")]
+fn index(settings: &State<Settings>) -> Page {
+    page(settings)
+}
+
+/// The same page at `/login`, for `login_url` when latchkey shares a host with the
+/// application behind a proxy (which keeps its own `/`).
+#[rocket::get("/login")]
+fn login(settings: &State<Settings>) -> Page {
+    page(settings)
 }

@@ -1,0 +1,414 @@
+//! Forward auth (`/api/auth/verify`): in-process on both backends, then behind the real nginx
+//! (`auth_request`) and Caddy (`forward_auth`) on 127.0.0.1, with a small upstream application
+//! that reports the identity headers it was given, and a client that forges its own.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::server::{agent, fetch, Server};
+use common::{Auth, Backend, Harness, TestDb};
+use rocket::http::{Header, Status};
+use serde_json::json;
+
+fn verify(h: &Harness, auth: &Auth, headers: &[(&'static str, &'static str)]) -> common::Reply {
+    let mut req = h.request(h.client.get("/api/auth/verify"), auth);
+    for (name, value) in headers {
+        req = req.header(Header::new(*name, *value));
+    }
+    h.send(req)
+}
+
+fn answers_who_is_asking(backend: Backend) {
+    let Some(h) = Harness::start_with(backend, |s| {
+        s.login_url = Some("https://auth.example/login".into());
+    }) else {
+        return;
+    };
+    let (cookie, body) = h.register("fwd@example.com", "correct horse");
+    let user_id = body["user"]["id"].as_str().unwrap().to_string();
+    let session_id = body["session"]["id"].as_str().unwrap().to_string();
+
+    let anonymous = verify(&h, &Auth::None, &[]);
+    assert_eq!(anonymous.status, Status::Unauthorized);
+    assert_eq!(anonymous.code(), "unauthenticated");
+
+    let signed_in = verify(&h, &Auth::Cookie(cookie.clone()), &[]);
+    assert_eq!(signed_in.status, Status::Ok);
+    assert_eq!(
+        signed_in.header("X-Latchkey-User-Id"),
+        Some(user_id.as_str())
+    );
+    assert_eq!(
+        signed_in.header("X-Latchkey-User-Email"),
+        Some("fwd@example.com")
+    );
+    assert_eq!(signed_in.header("X-Latchkey-User-Role"), Some("user"));
+    assert_eq!(
+        signed_in.header("X-Latchkey-Session-Id"),
+        Some(session_id.as_str())
+    );
+    assert_eq!(
+        signed_in.body,
+        serde_json::Value::Null,
+        "no body unless asked"
+    );
+    assert_eq!(signed_in.header("Cache-Control"), Some("no-store"));
+    // Inside the touch interval nothing is written and no cookie is sent.
+    assert!(
+        signed_in.set_cookies.is_empty(),
+        "{:?}",
+        signed_in.set_cookies
+    );
+
+    let as_json = verify(
+        &h,
+        &Auth::Cookie(cookie.clone()),
+        &[("Accept", "application/json")],
+    );
+    assert_eq!(as_json.body["user"]["id"], user_id.as_str());
+
+    // Every method answers the same.
+    for req in [
+        h.client.post("/api/auth/verify"),
+        h.client.put("/api/auth/verify"),
+        h.client.patch("/api/auth/verify"),
+        h.client.delete("/api/auth/verify"),
+    ] {
+        let reply = h.send(h.request(req, &Auth::Cookie(cookie.clone())));
+        assert_eq!(reply.status, Status::Ok);
+        assert_eq!(reply.header("X-Latchkey-User-Id"), Some(user_id.as_str()));
+    }
+
+    // The cross-site check applies to the original request.
+    let forged = verify(
+        &h,
+        &Auth::Cookie(cookie.clone()),
+        &[
+            ("X-Forwarded-Method", "POST"),
+            ("X-Forwarded-Host", "app.example"),
+            ("Origin", "https://evil.example"),
+        ],
+    );
+    assert_eq!(forged.status, Status::Forbidden);
+    assert_eq!(forged.code(), "csrf_rejected");
+    let same_site = verify(
+        &h,
+        &Auth::Cookie(cookie.clone()),
+        &[
+            ("X-Forwarded-Method", "DELETE"),
+            ("X-Forwarded-Host", "app.example"),
+            ("Origin", "https://app.example"),
+        ],
+    );
+    assert_eq!(same_site.status, Status::Ok);
+    let safe = verify(
+        &h,
+        &Auth::Cookie(cookie.clone()),
+        &[
+            ("X-Forwarded-Method", "GET"),
+            ("Origin", "https://evil.example"),
+        ],
+    );
+    assert_eq!(safe.status, Status::Ok);
+
+    // A browser that is not signed in goes to login_url, with the URL it wanted.
+    let browser = verify(
+        &h,
+        &Auth::None,
+        &[
+            ("Accept", "text/html,application/xhtml+xml"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "app.example"),
+            ("X-Forwarded-Uri", "/notes?x=1"),
+        ],
+    );
+    assert_eq!(browser.status, Status::Found);
+    assert_eq!(
+        browser.header("Location"),
+        Some("https://auth.example/login?return_to=https%3A%2F%2Fapp.example%2Fnotes%3Fx%3D1")
+    );
+
+    // After logout the same cookie is refused (and cleared).
+    let logout = h.post_empty("/api/auth/logout", &Auth::Cookie(cookie.clone()));
+    assert_eq!(logout.status, Status::NoContent);
+    let after = verify(&h, &Auth::Cookie(cookie), &[]);
+    assert_eq!(after.status, Status::Unauthorized);
+    assert!(after
+        .session_cookie(h.cookie_name())
+        .is_some_and(|v| v.is_empty()));
+}
+
+fn extends_the_session_like_any_request(backend: Backend) {
+    let Some(h) = Harness::start_with(backend, |s| {
+        s.session_touch_interval = chrono::Duration::seconds(1);
+    }) else {
+        return;
+    };
+    let (cookie, _) = h.register("touch@example.com", "correct horse");
+    std::thread::sleep(Duration::from_millis(1100));
+    let touched = verify(&h, &Auth::Cookie(cookie.clone()), &[]);
+    assert_eq!(touched.status, Status::Ok);
+    let sent = touched
+        .set_cookie_header(h.cookie_name())
+        .expect("the extended session's cookie");
+    assert!(sent.contains("Max-Age="), "{sent}");
+    assert_eq!(touched.session_cookie(h.cookie_name()), Some(cookie));
+}
+
+/// A tiny upstream application: answers every request with the identity headers it got.
+fn start_app() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut seen = serde_json::Map::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':') {
+                        let name = name.trim().to_ascii_lowercase();
+                        if name.starts_with("x-latchkey-") {
+                            seen.insert(name, json!(value.trim()));
+                        }
+                    }
+                }
+                let body = serde_json::Value::Object(seen).to_string();
+                let mut stream = stream;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    port
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Proxy {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The configuration in `docs/proxies/`, with its placeholders filled in.
+fn config(name: &str, dir: &Path, port: u16, latchkey: u16, app: u16) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs/proxies")
+        .join(name);
+    std::fs::read_to_string(path)
+        .unwrap()
+        .replace("{dir}", dir.to_str().unwrap())
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:8000", &format!("127.0.0.1:{latchkey}"))
+        .replace("127.0.0.1:3000", &format!("127.0.0.1:{app}"))
+}
+
+fn start_proxy(kind: &str, latchkey: u16, app: u16) -> Option<(Proxy, u16)> {
+    let binary = if kind == "nginx" { "nginx" } else { "caddy" };
+    if Command::new("sh")
+        .args(["-c", &format!("command -v {binary}")])
+        .output()
+        .map_or(true, |o| !o.status.success())
+    {
+        assert!(
+            std::env::var("CI").is_err(),
+            "{binary} is required in CI (.ci/run installs it)"
+        );
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "*** SKIPPING the {kind} test: `{binary}` is not installed (apt-get install nginx-light caddy) ***"
+        );
+        return None;
+    }
+    let dir =
+        std::env::temp_dir().join(format!("latchkey-{kind}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let mut cmd = if kind == "nginx" {
+        let conf = dir.join("nginx.conf");
+        std::fs::write(&conf, config("nginx.conf", &dir, port, latchkey, app)).unwrap();
+        let mut cmd = Command::new("nginx");
+        cmd.args([
+            "-p",
+            dir.to_str().unwrap(),
+            "-c",
+            conf.to_str().unwrap(),
+            "-e",
+            "stderr",
+        ]);
+        cmd
+    } else {
+        let conf = dir.join("Caddyfile");
+        std::fs::write(&conf, config("Caddyfile", &dir, port, latchkey, app)).unwrap();
+        let mut cmd = Command::new("caddy");
+        cmd.args([
+            "run",
+            "--config",
+            conf.to_str().unwrap(),
+            "--adapter",
+            "caddyfile",
+        ])
+        .env("HOME", &dir)
+        .env("XDG_DATA_HOME", &dir)
+        .env("XDG_CONFIG_HOME", &dir);
+        cmd
+    };
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let proxy = Proxy { child, dir };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{kind} did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some((proxy, port))
+}
+
+fn behind(kind: &str, backend: Backend) {
+    let Some(db) = TestDb::new(backend) else {
+        return;
+    };
+    let server = Server::start(&db.url, &[("ROCKET_LOGIN_URL", "/login")]);
+    let latchkey: u16 = server.base.rsplit(':').next().unwrap().parse().unwrap();
+    let app = start_app();
+    let Some((_proxy, port)) = start_proxy(kind, latchkey, app) else {
+        return;
+    };
+    let base = format!("http://127.0.0.1:{port}");
+
+    // Registration goes through the proxy to latchkey; its cookie is for this host.
+    let registered = fetch(
+        agent().post(&format!("{base}/api/auth/register")),
+        Some(json!({"email": "proxied@example.com", "name": "P", "password": "correct horse"})),
+    );
+    assert_eq!(registered.status, 201, "{}", registered.body);
+    let user_id = registered.json()["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cookie = registered.set_cookies()[0]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+
+    // Signed in: the application sees latchkey's identity, never the client's forgery.
+    let seen = fetch(
+        agent()
+            .get(&format!("{base}/notes"))
+            .set("Cookie", &cookie)
+            .set("X-Latchkey-User-Id", "forged-admin")
+            .set("X-Latchkey-User-Role", "admin"),
+        None,
+    );
+    assert_eq!(seen.status, 200, "{kind}: {}", seen.body);
+    assert_eq!(
+        seen.json()["x-latchkey-user-id"],
+        user_id.as_str(),
+        "{kind}"
+    );
+    assert_eq!(seen.json()["x-latchkey-user-role"], "user", "{kind}");
+    assert_eq!(seen.json()["x-latchkey-user-email"], "proxied@example.com");
+
+    // Not signed in: the forged headers get nowhere; an API client gets 401, a browser the
+    // login page with the URL it wanted.
+    let forged = fetch(
+        agent()
+            .get(&format!("{base}/notes"))
+            .set("X-Latchkey-User-Id", "forged-admin"),
+        None,
+    );
+    assert_eq!(forged.status, 401, "{kind}: {}", forged.body);
+    let browser = fetch(
+        ureq::builder()
+            .redirects(0)
+            .build()
+            .get(&format!("{base}/notes?x=1"))
+            .set("Accept", "text/html"),
+        None,
+    );
+    assert_eq!(browser.status, 302, "{kind}");
+    let location = browser.header("location").unwrap_or("");
+    assert!(
+        location.starts_with("/login?return_to="),
+        "{kind}: {location}"
+    );
+    assert!(location.contains("%2Fnotes%3Fx%3D1"), "{kind}: {location}");
+
+    // A cross-site POST to the application with the cookie is refused by latchkey.
+    let cross_site = fetch(
+        agent()
+            .post(&format!("{base}/notes"))
+            .set("Cookie", &cookie)
+            .set("Origin", "https://evil.example"),
+        Some(json!({})),
+    );
+    assert_eq!(cross_site.status, 403, "{kind}");
+    let same_site = fetch(
+        agent()
+            .post(&format!("{base}/notes"))
+            .set("Cookie", &cookie)
+            .set("Origin", &base),
+        Some(json!({})),
+    );
+    assert_eq!(same_site.status, 200, "{kind}: {}", same_site.body);
+
+    // Logout through the proxy: the application refuses the cookie at once.
+    let logout = fetch(
+        agent()
+            .post(&format!("{base}/api/auth/logout"))
+            .set("Cookie", &cookie),
+        None,
+    );
+    assert_eq!(logout.status, 204);
+    let after = fetch(
+        agent().get(&format!("{base}/notes")).set("Cookie", &cookie),
+        None,
+    );
+    assert_eq!(after.status, 401, "{kind}");
+}
+
+fn behind_nginx(backend: Backend) {
+    behind("nginx", backend);
+}
+
+fn behind_caddy(backend: Backend) {
+    behind("caddy", backend);
+}
+
+on_both_backends!(
+    answers_who_is_asking,
+    extends_the_session_like_any_request,
+    behind_nginx,
+    behind_caddy,
+);
