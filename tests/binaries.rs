@@ -4,11 +4,11 @@
 mod common;
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use common::server::free_port;
 use common::{pg_base_url, Backend, TestDb};
 use diesel::prelude::*;
 use latchkey::db::schema::cleanup_runs;
@@ -91,13 +91,6 @@ fn sigterm(child: &Child) {
     assert!(status.success());
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[test]
 fn bad_configuration_stops_with_one_clear_line() {

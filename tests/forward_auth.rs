@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::server::{agent, fetch, Server};
+use common::server::{agent, fetch, free_port, Server};
 use common::{Auth, Backend, Harness, TestDb};
 use rocket::http::{Header, Status};
 use serde_json::json;
@@ -194,13 +194,6 @@ fn start_app() -> u16 {
     port
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Proxy {
     child: Child,

@@ -11,6 +11,15 @@ use serde_json::Value;
 
 pub const SERVER: &str = env!("CARGO_BIN_EXE_latchkey");
 
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub struct Server {
     child: Child,
     pub base: String,
@@ -30,11 +39,7 @@ impl Server {
         let dir =
             std::env::temp_dir().join(format!("latchkey-rel-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut cmd = Command::new(binary);
         cmd.current_dir(&dir)
             .env("DATABASE_URL", database_url)
