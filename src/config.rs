@@ -13,8 +13,9 @@ use serde::Deserialize;
 /// Where the data lives. The scheme of `database_url` picks the backend, and nothing else does.
 #[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseTarget {
-    /// `postgres://…` or `postgresql://…`: the URL as given.
-    Postgres(String),
+    /// `postgres://…` or `postgresql://…`: the URL as given, and `database_schema` when it is
+    /// not `public` (every table and migration of latchkey lives there).
+    Postgres { url: String, schema: Option<String> },
     /// `sqlite://PATH` or a plain path.
     Sqlite(PathBuf),
 }
@@ -32,7 +33,10 @@ impl DatabaseTarget {
                 if rest.is_empty() || rest.starts_with('/') && rest.len() == 1 {
                     return Err("names no PostgreSQL host or database".into());
                 }
-                Ok(Self::Postgres(url.to_string()))
+                Ok(Self::Postgres {
+                    url: url.to_string(),
+                    schema: None,
+                })
             }
             Some("sqlite") => {
                 let path = &url["sqlite://".len()..];
@@ -51,7 +55,7 @@ impl DatabaseTarget {
     /// Which backend this target is.
     pub fn backend(&self) -> Backend {
         match self {
-            Self::Postgres(_) => Backend::Postgres,
+            Self::Postgres { .. } => Backend::Postgres,
             Self::Sqlite(_) => Backend::Sqlite,
         }
     }
@@ -61,7 +65,7 @@ impl DatabaseTarget {
 impl fmt::Debug for DatabaseTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Postgres(_) => f.write_str("Postgres(<url>)"),
+            Self::Postgres { schema, .. } => write!(f, "Postgres(<url>, schema {schema:?})"),
             Self::Sqlite(path) => write!(f, "Sqlite({})", path.display()),
         }
     }
@@ -199,6 +203,7 @@ struct Raw {
     event_retention: i64,
     cron_secret: Option<String>,
     login_url: Option<String>,
+    database_schema: String,
 }
 
 impl Default for Raw {
@@ -225,6 +230,7 @@ impl Default for Raw {
             event_retention: 90 * 86_400,
             cron_secret: None,
             login_url: None,
+            database_schema: "public".into(),
         }
     }
 }
@@ -299,10 +305,32 @@ impl Settings {
     }
 
     fn from_raw(raw: Raw, release: bool) -> Result<Settings, ConfigError> {
-        let database = DatabaseTarget::parse(&raw.database_url).map_err(|problem| ConfigError {
-            key: "database_url".into(),
-            problem,
-        })?;
+        let mut database =
+            DatabaseTarget::parse(&raw.database_url).map_err(|problem| ConfigError {
+                key: "database_url".into(),
+                problem,
+            })?;
+        let schema = raw.database_schema.trim();
+        let valid_schema = schema
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && schema.len() <= 63
+            && schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && !schema.starts_with("pg_");
+        if !valid_schema {
+            return Err(ConfigError {
+                key: "database_schema".into(),
+                problem: format!(
+                    "must be a lowercase SQL name (letters, digits, `_`; not `pg_…`), got `{schema}`"
+                ),
+            });
+        }
+        if let DatabaseTarget::Postgres { schema: target, .. } = &mut database {
+            *target = (schema != "public").then(|| schema.to_string());
+        }
         let pool_size = match raw.pool_size {
             Some(n) => positive("pool_size", n)?.min(1024) as u32,
             None => match database.backend() {
@@ -448,11 +476,11 @@ mod tests {
     fn scheme_picks_backend() {
         assert!(matches!(
             DatabaseTarget::parse("postgres://u@h/db"),
-            Ok(DatabaseTarget::Postgres(_))
+            Ok(DatabaseTarget::Postgres { .. })
         ));
         assert!(matches!(
             DatabaseTarget::parse("postgresql://u@h/db"),
-            Ok(DatabaseTarget::Postgres(_))
+            Ok(DatabaseTarget::Postgres { .. })
         ));
         assert_eq!(
             DatabaseTarget::parse("sqlite://data/x.db"),

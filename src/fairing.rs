@@ -157,9 +157,32 @@ impl Fairing for Latchkey {
                 }
             }
         }
+        if ours || req.uri().path().starts_with(API_BASE) {
+            allow_listed_origin(req, res);
+        }
         if let Some(AuthError::Unauthenticated { stale_cookie: true }) = guard::failure(req) {
             clear_stale_cookie(req, res);
         }
+    }
+}
+
+/// CORS: an answer to an origin in `allowed_origins` names it and allows credentials; other
+/// origins get nothing (their browsers then keep the answer from the page).
+fn allow_listed_origin(req: &Request<'_>, res: &mut Response<'_>) {
+    let Some(origin) = req.headers().get_one("Origin") else {
+        return;
+    };
+    let Some(auth) = req.rocket().state::<Authenticator>() else {
+        return;
+    };
+    res.adjoin_header(Header::new("Vary", "Origin"));
+    if auth.cross_site.allows_origin(origin) {
+        res.set_header(Header::new(
+            "Access-Control-Allow-Origin",
+            origin.to_string(),
+        ));
+        res.set_header(Header::new("Access-Control-Allow-Credentials", "true"));
+        res.set_header(Header::new("Access-Control-Expose-Headers", "Retry-After"));
     }
 }
 

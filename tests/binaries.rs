@@ -91,7 +91,6 @@ fn sigterm(child: &Child) {
     assert!(status.success());
 }
 
-
 #[test]
 fn bad_configuration_stops_with_one_clear_line() {
     let cases: [(&[(&str, &str)], &str); 5] = [

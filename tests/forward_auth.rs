@@ -194,7 +194,6 @@ fn start_app() -> u16 {
     port
 }
 
-
 struct Proxy {
     child: Child,
     dir: PathBuf,
@@ -405,3 +404,78 @@ on_both_backends!(
     behind_nginx,
     behind_caddy,
 );
+
+/// CORS (an origin in `allowed_origins` may call the API with credentials; no other gets CORS
+/// headers), in-process on both backends. The browser test does the same from a real page on
+/// a second origin.
+fn cors_for_listed_origins_only(backend: Backend) {
+    let Some(h) = Harness::start_with(backend, |s| {
+        s.allowed_origins = vec!["https://app.example".into()];
+    }) else {
+        return;
+    };
+    let (cookie, _) = h.register("cors@example.com", "correct horse");
+    let preflight = |origin: &'static str| {
+        h.send(
+            h.client
+                .options("/api/auth/logout")
+                .header(Header::new("Origin", origin))
+                .header(Header::new("Access-Control-Request-Method", "POST")),
+        )
+    };
+    let listed = preflight("https://app.example");
+    assert_eq!(listed.status, Status::NoContent);
+    assert_eq!(
+        listed.header("Access-Control-Allow-Origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        listed.header("Access-Control-Allow-Credentials"),
+        Some("true")
+    );
+    assert!(listed
+        .header("Access-Control-Allow-Methods")
+        .is_some_and(|m| m.contains("DELETE")));
+    assert!(listed.header("Access-Control-Max-Age").is_some());
+    assert_eq!(listed.header("Vary"), Some("Origin"));
+    let other = preflight("https://evil.example");
+    assert_eq!(other.status, Status::NotFound);
+    assert_eq!(other.header("Access-Control-Allow-Origin"), None);
+
+    let me = |origin: &'static str| {
+        h.send(
+            h.request(h.client.get("/api/auth/me"), &Auth::Cookie(cookie.clone()))
+                .header(Header::new("Origin", origin)),
+        )
+    };
+    let from_app = me("https://app.example");
+    assert_eq!(from_app.status, Status::Ok);
+    assert_eq!(
+        from_app.header("Access-Control-Allow-Origin"),
+        Some("https://app.example")
+    );
+    let from_elsewhere = me("https://evil.example");
+    assert_eq!(from_elsewhere.header("Access-Control-Allow-Origin"), None);
+    assert_eq!(
+        from_elsewhere.header("Access-Control-Allow-Credentials"),
+        None
+    );
+
+    // The cross-site check treats the listed origin as allowed, and only it.
+    let logout = |origin: &'static str| {
+        h.send(
+            h.request(
+                h.client.post("/api/auth/logout"),
+                &Auth::Cookie(cookie.clone()),
+            )
+            .header(Header::new("Origin", origin)),
+        )
+    };
+    assert_eq!(logout("https://evil.example").status, Status::Forbidden);
+    assert_eq!(logout("https://app.example").status, Status::NoContent);
+}
+
+mod cors {
+    use super::*;
+    on_both_backends!(cors_for_listed_origins_only);
+}

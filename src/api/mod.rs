@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cors;
 pub mod error;
 pub mod json;
 pub mod ops;
@@ -22,5 +23,6 @@ pub fn mount(rocket: Rocket<Build>, base: &str) -> Rocket<Build> {
         .mount(base, sessions::event_routes())
         .mount(format!("{base}/admin"), admin::routes())
         .mount(base, ops::health_routes())
+        .mount(base, cors::routes())
         .register(base, error::catchers())
 }

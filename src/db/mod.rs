@@ -16,7 +16,7 @@ use diesel::pg::PgConnection;
 use diesel::r2d2::R2D2Connection;
 use diesel::result::{DatabaseErrorKind, Error as DieselError, QueryResult};
 use diesel::sqlite::SqliteConnection;
-use diesel::{Connection, RunQueryDsl};
+use diesel::{Connection, ExpressionMethods, QueryDsl, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use rocket::tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -38,6 +38,13 @@ impl DbConnection {
     }
 }
 
+// PostgreSQL's catalog of schemas, to see whether `database_schema` exists.
+diesel::table! {
+    pg_namespace (nspname) {
+        nspname -> Text,
+    }
+}
+
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
@@ -49,9 +56,35 @@ pub const CLEANUP_LOCK_KEY: i64 = 0x6c61_7463_686b_0002;
 /// that cannot be reached is an error with libpq's own message, never an SQLite file.
 pub fn establish(target: &DatabaseTarget) -> Result<DbConnection, String> {
     match target {
-        DatabaseTarget::Postgres(url) => PgConnection::establish(&with_connect_timeout(url))
-            .map(DbConnection::Postgres)
-            .map_err(|e| e.to_string().trim().replace('\n', " ")),
+        DatabaseTarget::Postgres { url, schema } => {
+            let describe = |e: String| e.trim().replace('\n', " ");
+            let mut conn = PgConnection::establish(&with_connect_timeout(url))
+                .map_err(|e| describe(e.to_string()))?;
+            if let Some(schema) = schema {
+                // Created when missing (checked first: CREATE needs a privilege that reading
+                // does not, and this runs for every new pooled connection).
+                let exists = diesel::select(diesel::dsl::exists(
+                    pg_namespace::table.filter(pg_namespace::nspname.eq(schema)),
+                ))
+                .get_result::<bool>(&mut conn)
+                .map_err(|e| describe(e.to_string()))?;
+                if !exists {
+                    if let Err(e) =
+                        conn.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+                    {
+                        return Err(format!(
+                            "cannot create schema `{schema}`: {}",
+                            describe(e.to_string())
+                        ));
+                    }
+                }
+                // Only this schema: latchkey's unqualified table names (its migrations table
+                // too) resolve there and never to an application's own `users`.
+                conn.batch_execute(&format!("SET search_path TO \"{schema}\""))
+                    .map_err(|e| describe(e.to_string()))?;
+            }
+            Ok(DbConnection::Postgres(conn))
+        }
         DatabaseTarget::Sqlite(path) => {
             create_private(path)?;
             let path = path
