@@ -9,6 +9,7 @@
 import { spawn } from "node:child_process";
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
+import { createServer as createHttpServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
@@ -89,9 +90,32 @@ const password = "correct horse battery";
 const dataDir = mkdtempSync(join(tmpdir(), "latchkey-e2e-db-"));
 const port = await freePort();
 const base = `http://127.0.0.1:${port}`;
+// Two other origins: an application listed in allowed_origins and one that is not. Each serves
+// a page that asks latchkey who is signed in, with the browser's cookie.
+const appPort = await freePort();
+const otherPort = await freePort();
+const appOrigin = `http://127.0.0.1:${appPort}`;
+const otherOrigin = `http://127.0.0.1:${otherPort}`;
+const probe = `<!doctype html><title>asking</title><script>
+fetch("${base}/api/auth/me", { credentials: "include" })
+  .then((r) => r.json()).then((j) => { document.title = "me:" + j.user.email; })
+  .catch(() => { document.title = "blocked"; });
+</script>`;
+const sites = [appPort, otherPort].map((p) => {
+  const site = createHttpServer((req, res) => {
+    res.setHeader("content-type", "text/html");
+    res.end(req.url.startsWith("/back") ? "<!doctype html><title>back in the app</title>" : probe);
+  });
+  site.listen(p, "127.0.0.1");
+  return site;
+});
 const server = spawn(serverBin, [], {
   cwd: dataDir,
-  env: { ...process.env, ROCKET_PORT: String(port), ROCKET_ADDRESS: "127.0.0.1", DATABASE_URL: `sqlite://${join(dataDir, "e2e.db")}` },
+  env: {
+    ...process.env, ROCKET_PORT: String(port), ROCKET_ADDRESS: "127.0.0.1",
+    DATABASE_URL: `sqlite://${join(dataDir, "e2e.db")}`,
+    ROCKET_ALLOWED_ORIGINS: JSON.stringify([appOrigin]),
+  },
   stdio: ["ignore", "ignore", "inherit"],
 });
 
@@ -139,6 +163,42 @@ try {
     await shot(a, "logged-in", "one session, This device; events show the failed attempt");
   });
 
+  await step("a page on a listed origin reads the session with the cookie; an unlisted one cannot", async () => {
+    const asked = async (origin) => {
+      await a.goto(origin);
+      await a.waitForFunction(() => document.title !== "asking");
+      return a.title();
+    };
+    const listed = await asked(appOrigin);
+    if (listed !== `me:${email}`) throw new Error(`listed origin saw ${listed}`);
+    const other = await asked(otherOrigin);
+    if (other !== "blocked") throw new Error(`unlisted origin saw ${other}`);
+    await shot(a, "cors-unlisted", "a page on an unlisted origin could not read the session");
+  });
+
+  await step("after sign-in, return_to leads only to this origin or a listed one", async () => {
+    await a.goto(base);
+    await a.locator("#account").waitFor();
+    await a.click("#logout");
+    await a.locator("#login-form").waitFor();
+    await a.goto(`${base}/login?return_to=${encodeURIComponent(`${otherOrigin}/back`)}`);
+    await a.fill("#login-email", email);
+    await a.fill("#login-password", password);
+    await a.click("#login-submit");
+    await a.locator("#account").waitFor();
+    if (!a.url().startsWith(base)) throw new Error(`went to ${a.url()}`);
+    await a.click("#logout");
+    await a.locator("#login-form").waitFor();
+    await a.goto(`${base}/login?return_to=${encodeURIComponent(`${appOrigin}/back?x=1`)}`);
+    await a.fill("#login-email", email);
+    await a.fill("#login-password", password);
+    await a.click("#login-submit");
+    await a.waitForURL(`${appOrigin}/back?x=1`);
+    await shot(a, "returned-to-app", "signed in and sent back to the listed application");
+    await a.goto(base);
+    await a.locator("#sessions li").first().waitFor();
+  });
+
   await step("a second profile signs in: the first sees two sessions", async () => {
     await b.goto(base);
     await b.fill("#login-email", email);
@@ -177,6 +237,7 @@ try {
     }
   }
   server.kill("SIGTERM");
+  for (const site of sites) site.close();
   rmSync(dataDir, { recursive: true, force: true });
 }
 
