@@ -240,16 +240,15 @@ impl Default for Raw {
 /// client can forge), and plain `DATABASE_URL` / `CRON_SECRET` variables win over everything.
 pub fn figment() -> Figment {
     let profile = Profile::from_env_or("ROCKET_PROFILE", rocket::Config::DEFAULT_PROFILE);
-    Figment::from(rocket::Config::default())
+    let rocket_sources = Figment::from(rocket::Config::default())
         .merge(Serialized::default("ip_header", false))
         .merge(Serialized::default("workers", default_workers()))
         // Rocket's own per-request lines would print query strings (a token pasted into a
         // wrong URL, say); latchkey logs what matters itself. `ROCKET_LOG_LEVEL` still wins.
         .merge(Serialized::default("log_level", "critical"))
         .merge(Toml::file(Env::var_or("ROCKET_CONFIG", "Rocket.toml")).nested())
-        .merge(Env::prefixed("ROCKET_").ignore(&["PROFILE"]).global())
-        .merge(Env::raw().only(&["DATABASE_URL", "CRON_SECRET"]).global())
-        .select(profile)
+        .merge(Env::prefixed("ROCKET_").ignore(&["PROFILE"]).global());
+    with_plain_variables(&rocket_sources).select(profile)
 }
 
 /// The application's Figment with the plain variables `DATABASE_URL` and `CRON_SECRET` on top

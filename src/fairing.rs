@@ -67,9 +67,8 @@ impl Latchkey {
     // Rocket's own fairing result type: the large `Err` is Rocket's choice.
     #[allow(clippy::result_large_err)]
     fn refuse(&self, rocket: Rocket<Build>, error: BootError) -> fairing::Result {
-        // One line, whatever logger the application has (or none).
+        // One line on stderr, whatever logger the application has (or none).
         eprintln!("latchkey: {error}");
-        tracing::error!("{error}");
         let _ = self.boot.set(error);
         Err(rocket)
     }
