@@ -5,7 +5,7 @@ mod common;
 
 use common::{Auth, Backend, Harness};
 use rocket::http::{ContentType, Header, Status};
-use serde_json::json;
+use serde_json::{json, Value};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -219,10 +219,14 @@ fn bearer_token_flow(backend: Backend) {
             .get("/api/auth/me")
             .header(Header::new("Authorization", "Basic YTpi")),
     );
-    assert_eq!(basic.status, Status::Unauthorized);
     assert_eq!(
-        h.get("/api/auth/me", &Auth::Bearer("short".into())).status,
-        Status::Unauthorized
+        (basic.status, basic.code()),
+        (Status::Unauthorized, "unauthenticated")
+    );
+    let short = h.get("/api/auth/me", &Auth::Bearer("short".into()));
+    assert_eq!(
+        (short.status, short.code()),
+        (Status::Unauthorized, "unauthenticated")
     );
     let logout = h.post_empty("/api/auth/logout", &Auth::Bearer(new_token.clone()));
     assert_eq!(logout.status, Status::NoContent);
@@ -268,7 +272,11 @@ fn me_requires_a_valid_session(backend: Backend) {
     // Malformed and unknown cookies are 401 and cleared.
     for bad in ["garbage", &"A".repeat(43), &"x".repeat(5000)] {
         let reply = h.get("/api/auth/me", &Auth::Cookie(bad.to_string()));
-        assert_eq!(reply.status, Status::Unauthorized, "{bad}");
+        assert_eq!(
+            (reply.status, reply.code()),
+            (Status::Unauthorized, "unauthenticated"),
+            "{bad}"
+        );
         let cleared = reply
             .set_cookie_header("session")
             .expect("stale cookie cleared");
@@ -368,7 +376,11 @@ fn password_change_revokes_others(backend: Backend) {
         json!({ "current_password": PASSWORD, "new_password": "short" }),
         &Auth::Cookie(current.clone()),
     );
-    assert_eq!(short.status, Status::UnprocessableEntity);
+    assert_eq!(
+        (short.status, short.code()),
+        (Status::UnprocessableEntity, "validation_failed")
+    );
+    assert!(short.body["error"]["fields"]["new_password"].is_string());
 
     let reply = h.post(
         "/api/auth/password",
@@ -478,8 +490,12 @@ fn csrf_rules(backend: Backend) {
         refused.set_cookies.is_empty(),
         "a refused request changes nothing"
     );
-    assert_eq!(with(Some("null"), None).status, Status::Forbidden);
-    assert_eq!(with(None, Some("cross-site")).status, Status::Forbidden);
+    for refused in [with(Some("null"), None), with(None, Some("cross-site"))] {
+        assert_eq!(
+            (refused.status, refused.code()),
+            (Status::Forbidden, "csrf_rejected")
+        );
+    }
     assert_eq!(
         with(Some("http://localhost:8001"), None).status,
         Status::Forbidden
@@ -584,7 +600,10 @@ fn login_throttled_per_ip(backend: Backend) {
         json!({ "email": "a@example.com", "password": PASSWORD }),
         &Auth::None,
     );
-    assert_eq!(reply.status, Status::TooManyRequests);
+    assert_eq!(
+        (reply.status, reply.code()),
+        (Status::TooManyRequests, "too_many_attempts")
+    );
     let retry: i64 = reply.header("Retry-After").unwrap().parse().unwrap();
     assert!(retry > 500 && retry <= 600, "{retry}");
     // Another address is not affected.
@@ -643,14 +662,20 @@ fn request_shape_errors(backend: Backend) {
         (Status::BadRequest, "bad_request")
     );
     let missing = send(Some(ContentType::JSON), b"{\"email\":\"a@b.co\"}".to_vec());
-    assert_eq!(missing.status, Status::BadRequest);
+    assert_eq!(
+        (missing.status, missing.code()),
+        (Status::BadRequest, "bad_request")
+    );
     let text = send(Some(ContentType::Plain), b"{}".to_vec());
     assert_eq!(
         (text.status, text.code()),
         (Status::UnsupportedMediaType, "unsupported_media_type")
     );
     let none = send(None, b"{}".to_vec());
-    assert_eq!(none.status, Status::UnsupportedMediaType);
+    assert_eq!(
+        (none.status, none.code()),
+        (Status::UnsupportedMediaType, "unsupported_media_type")
+    );
     let mut big = b"{\"email\":\"".to_vec();
     big.extend(std::iter::repeat_n(b'a', 17 * 1024));
     big.extend(b"\",\"password\":\"x\"}");
@@ -667,9 +692,57 @@ fn request_shape_errors(backend: Backend) {
     assert!(unknown.body["error"]["message"].is_string());
 }
 
-/// Hostile inputs never produce a 5xx (and never a panic).
-fn hostile_inputs_never_5xx(backend: Backend) {
-    let Some(h) = Harness::start(backend) else {
+/// What the contract says of one hostile body: 413 over 16 KiB, 400 for the wrong shape (a
+/// field that is not a string), then each route's own rules.
+fn expected_answer(path: &str, body: &Value, registered: bool) -> (u16, &'static str) {
+    if body.to_string().len() > 16 * 1024 {
+        return (413, "payload_too_large");
+    }
+    let field = |name: &str| body[name].as_str();
+    let fields: &[&str] = match path {
+        "/api/auth/register" => &["email", "name", "password"],
+        "/api/auth/password" => &["current_password", "new_password"],
+        _ => &["email", "password"],
+    };
+    if fields.iter().any(|name| field(name).is_none()) {
+        return (400, "bad_request");
+    }
+    let text = |name: &str| field(name).unwrap_or_default();
+    let bad_name = |name: &str| {
+        name.is_empty()
+            || name.chars().count() > 100
+            || name
+                .chars()
+                .any(|c| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}'))
+    };
+    let bad_password = |p: &str| p.len() < 8 || p.len() > 1024;
+    match path {
+        "/api/auth/register" => {
+            // None of the hostile values is a well-formed address; x@example.com is.
+            if text("email") != "x@example.com"
+                || bad_name(text("name"))
+                || bad_password(text("password"))
+            {
+                (422, "validation_failed")
+            } else if registered {
+                (409, "email_taken")
+            } else {
+                (201, "")
+            }
+        }
+        "/api/auth/password" if bad_password(text("new_password")) => (422, "validation_failed"),
+        "/api/auth/password" => (403, "invalid_credentials"),
+        _ if text("email").trim().is_empty() || text("password").is_empty() => {
+            (422, "validation_failed")
+        }
+        _ => (401, "invalid_credentials"),
+    }
+}
+
+/// Hostile inputs get exactly the contract's answers (never a 5xx, never a panic), and the
+/// account they are thrown at stays intact.
+fn hostile_inputs_answer_by_contract(backend: Backend) {
+    let Some(h) = Harness::start_with(backend, |s| s.ip_max_failures = 10_000) else {
         return;
     };
     let (cookie, _) = h.register("victim@example.com", PASSWORD);
@@ -687,6 +760,7 @@ fn hostile_inputs_never_5xx(backend: Backend) {
         json!("pass\u{0}word123"),
     ];
     let mut checked = 0;
+    let mut registered = false;
     for value in &values {
         for (path, body) in [
             (
@@ -718,17 +792,19 @@ fn hostile_inputs_never_5xx(backend: Backend) {
             } else {
                 Auth::None
             };
+            let expected = expected_answer(path, &body, registered);
             let reply = h.post(path, body, &auth);
-            assert!(
-                reply.status.code < 500,
-                "{path} {value}: {} {:?}",
-                reply.status,
+            assert_eq!(
+                (reply.status.code, reply.code()),
+                expected,
+                "{path} {value}: {:?}",
                 reply.body
             );
-            assert!(reply.body["error"]["code"].is_string() || reply.status.code < 300);
+            registered |= reply.status.code == 201;
             checked += 1;
         }
     }
+    assert!(registered, "one hostile name is a valid one");
     for token in [
         "",
         "%00",
@@ -740,20 +816,37 @@ fn hostile_inputs_never_5xx(backend: Backend) {
         &"A".repeat(10_000),
     ] {
         let reply = h.get("/api/auth/me", &Auth::Bearer(token.to_string()));
-        assert_eq!(reply.status, Status::Unauthorized, "{token:?}");
+        assert_eq!(
+            (reply.status, reply.code()),
+            (Status::Unauthorized, "unauthenticated"),
+            "{token:?}"
+        );
         checked += 1;
     }
-    for path in [
-        "/api/auth/sessions/%00",
-        "/api/auth/sessions/'%20OR%201=1",
-        "/api/events?limit=-1",
-        "/api/events?limit=abc",
-        "/api/events?limit=99999999999999999999",
+    let as_victim = Auth::Cookie(cookie.clone());
+    for (path, get, delete) in [
+        ("/api/auth/sessions/%00", 404, 404),
+        ("/api/auth/sessions/'%20OR%201=1", 404, 404),
+        ("/api/events?limit=-1", 422, 404),
+        ("/api/events?limit=abc", 422, 404),
+        ("/api/events?limit=99999999999999999999", 422, 404),
     ] {
-        let reply = h.send(h.request(h.client.get(path), &Auth::Cookie(cookie.clone())));
-        assert!(reply.status.code < 500, "{path}: {}", reply.status);
-        let reply = h.send(h.request(h.client.delete(path), &Auth::Cookie(cookie.clone())));
-        assert!(reply.status.code < 500, "{path}: {}", reply.status);
+        let reply = h.send(h.request(h.client.get(path), &as_victim));
+        assert_eq!(reply.status.code, get, "GET {path}: {:?}", reply.body);
+        let reply2 = h.send(h.request(h.client.delete(path), &as_victim));
+        assert_eq!(
+            reply2.status.code, delete,
+            "DELETE {path}: {:?}",
+            reply2.body
+        );
+        for reply in [reply, reply2] {
+            let code = if reply.status.code == 404 {
+                "not_found"
+            } else {
+                "validation_failed"
+            };
+            assert_eq!(reply.code(), code, "{path}");
+        }
         checked += 2;
     }
     assert!(checked > 60);
@@ -782,5 +875,5 @@ on_both_backends!(
     login_throttled_per_ip,
     client_ip_cannot_be_forged,
     request_shape_errors,
-    hostile_inputs_never_5xx,
+    hostile_inputs_answer_by_contract,
 );

@@ -65,7 +65,10 @@ fn list_and_revoke_own_sessions(backend: Backend) {
         &format!("/api/auth/sessions/{}", uuid::Uuid::new_v4()),
         &Auth::Cookie(phone.clone()),
     );
-    assert_eq!(unknown.status, Status::NotFound);
+    assert_eq!(
+        (unknown.status, unknown.code()),
+        (Status::NotFound, "not_found")
+    );
 
     // Alice signs the phone out from the laptop.
     let revoked = h.delete(
@@ -251,7 +254,10 @@ fn admin_access_matrix(backend: Backend) {
         &format!("/api/admin/users/{}/sessions", uuid::Uuid::new_v4()),
         &Auth::Cookie(admin.clone()),
     );
-    assert_eq!(missing.status, Status::NotFound);
+    assert_eq!(
+        (missing.status, missing.code()),
+        (Status::NotFound, "not_found")
+    );
     let revoked = h.delete(
         &format!("/api/admin/users/{user_id}/sessions"),
         &Auth::Cookie(admin.clone()),
@@ -285,12 +291,18 @@ fn cron_secret_cleanup(backend: Backend) {
         "/api/admin/cleanup-sessions",
         &Auth::Bearer("a-long-cron-secret-for-tesTS".into()),
     );
-    assert_eq!(wrong.status, Status::Unauthorized);
+    assert_eq!(
+        (wrong.status, wrong.code()),
+        (Status::Unauthorized, "unauthenticated")
+    );
     let prefix = h.post_empty(
         "/api/admin/cleanup-sessions",
         &Auth::Bearer("a-long".into()),
     );
-    assert_eq!(prefix.status, Status::Unauthorized);
+    assert_eq!(
+        (prefix.status, prefix.code()),
+        (Status::Unauthorized, "unauthenticated")
+    );
     // The secret grants nothing else.
     assert_eq!(
         h.get("/api/admin/session-stats", &Auth::Bearer(SECRET.into()))
@@ -311,7 +323,10 @@ fn cron_secret_cleanup(backend: Backend) {
         return;
     };
     let unset = h.post_empty("/api/admin/cleanup-sessions", &Auth::Bearer(SECRET.into()));
-    assert_eq!(unset.status, Status::Unauthorized);
+    assert_eq!(
+        (unset.status, unset.code()),
+        (Status::Unauthorized, "unauthenticated")
+    );
 }
 
 fn metric_value(text: &str, name: &str, label: &str) -> f64 {

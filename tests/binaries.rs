@@ -53,10 +53,22 @@ fn command(binary: &str, dir: &Path, env: &[(&str, &str)]) -> Command {
 
 /// Runs to completion (bounded) and returns (status, stdout + stderr).
 fn run(binary: &str, env: &[(&str, &str)], args: &[&str]) -> (ExitStatus, String) {
-    let scratch = Scratch::new();
-    let mut child = command(binary, &scratch.0, env).args(args).spawn().unwrap();
+    run_in(&Scratch::new().0, binary, env, args)
+}
+
+/// [`run`] in a working directory of the caller's.
+fn run_in(dir: &Path, binary: &str, env: &[(&str, &str)], args: &[&str]) -> (ExitStatus, String) {
+    let mut child = command(binary, dir, env).args(args).spawn().unwrap();
     let status = wait_for_exit(&mut child, Duration::from_secs(30)).expect("exits in time");
     (status, output(&mut child))
+}
+
+/// The names of the files in `dir`.
+fn files_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 fn output(child: &mut Child) -> String {
@@ -112,8 +124,16 @@ fn bad_configuration_stops_with_one_clear_line() {
     for binary in [SERVER, WORKER] {
         for (env, key) in cases {
             let args: &[&str] = if binary == WORKER { &["--once"] } else { &[] };
-            let (status, text) = run(binary, env, args);
+            let scratch = Scratch::new();
+            let (status, text) = run_in(&scratch.0, binary, env, args);
             assert!(!status.success(), "{binary} {env:?}: {text}");
+            // Nothing was created: no SQLite file beside a bad setting, and an unreachable
+            // PostgreSQL never becomes one.
+            assert_eq!(
+                files_in(&scratch.0),
+                Vec::<String>::new(),
+                "{binary} {env:?}"
+            );
             // One line of ours naming the key: "invalid configuration" for a value latchkey
             // cannot use, "database" for one it cannot reach.
             let line = text
@@ -129,8 +149,6 @@ fn bad_configuration_stops_with_one_clear_line() {
             assert!(line.contains(expected), "{line}");
         }
     }
-    // The unreachable PostgreSQL did not become an SQLite file anywhere.
-    assert!(!Path::new("none").exists());
 }
 
 /// Starts the server binary on a free port; returns it once /api/health answers.

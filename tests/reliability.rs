@@ -518,7 +518,24 @@ fn oversized_requests(backend: Backend) {
             .set("Cookie", &huge_cookie),
         None,
     );
-    assert!((400..500).contains(&status) || status == 0, "{status}");
+    // hyper refuses a head this large before Rocket sees it.
+    assert!(status == 431 || status == 0, "{status}");
+    // A large cookie that fits in a head is an unknown token: 401, and it is cleared.
+    let (status, body, cleared) = send(
+        agent()
+            .get(&format!("{}/api/auth/me", server.base))
+            .set("Cookie", &format!("session={}", "A".repeat(8_000))),
+        None,
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
+    let cleared = cleared.expect("the stale cookie is cleared");
+    assert!(
+        cleared.starts_with("session=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
     // Just over the limit: the server reads 16 KiB, answers 413 and closes.
     let (status, body, _) = send(
         agent().post(&format!("{}/api/auth/login", server.base)),

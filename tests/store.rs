@@ -269,12 +269,24 @@ fn concurrent_migrations(backend: Backend) {
 fn postgres_outage_never_falls_back_to_sqlite() {
     let settings =
         latchkey::config::Settings::for_database("postgres://nobody@127.0.0.1:1/none").unwrap();
+    assert_eq!(settings.backend(), latchkey::config::Backend::Postgres);
+    let before = cwd_files();
     let err = Db::connect_and_migrate(&settings).err().expect("refused");
     assert!(
         err.contains("127.0.0.1") || err.to_lowercase().contains("connect"),
         "{err}"
     );
-    assert!(!std::path::Path::new("none").exists());
+    // No SQLite file appeared in the working directory (where a fallback would put one).
+    assert_eq!(cwd_files(), before);
+}
+
+fn cwd_files() -> Vec<std::ffi::OsString> {
+    let mut names: Vec<_> = std::fs::read_dir(".")
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    names.sort();
+    names
 }
 
 fn current_thread_runtime() -> rocket::tokio::runtime::Runtime {

@@ -47,7 +47,11 @@ async fn read<T: DeserializeOwned>(req: &Request<'_>, data: Data<'_>) -> Result<
     if too_large {
         return Err(ApiError::payload_too_large());
     }
-    serde_json::from_slice(&body).map_err(|e| {
+    // JSON is UTF-8 throughout. serde_json checks only the strings it keeps, so without this a
+    // field the route ignores could carry any bytes.
+    let body = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("The request body is not valid JSON (not UTF-8)."))?;
+    serde_json::from_str(body).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
             Category::Data => ApiError::bad_request(format!(

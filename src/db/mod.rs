@@ -1,8 +1,31 @@
 //! The one place that knows the backend: URL scheme → connection, the r2d2 pool and its
-//! per-connection setup, the embedded migrations, and running Diesel calls off the async workers
-//! (or, for the session lookup's lane alone, inline on a connection kept for it) with a bounded
-//! wait that becomes 503. Elsewhere only upserts and advisory locks look at the backend, and
-//! they say so.
+//! per-connection setup, the embedded migrations, and running Diesel calls with a bounded wait
+//! that becomes 503. Elsewhere only upserts and advisory locks look at the backend, and they
+//! say so.
+//!
+//! # Running a query
+//!
+//! Every call waits at most `pool_timeout_ms` in all (for its turn, then for a connection) and
+//! otherwise fails with [`DbError::Unavailable`]. There are two ways in, for anyone:
+//!
+//! - [`Db::run`] from async code: the closure runs on the blocking thread pool, never on an
+//!   async worker. Routes, the worker's schedule and host applications use this.
+//! - [`Db::run_blocking`] from code that is already on a blocking thread (the worker's
+//!   `--once`, tests).
+//!
+//! And two inside latchkey, each for one caller:
+//!
+//! - `Db::read_inline`, the session lookup's lane alone: one short indexed read run on the
+//!   calling async worker when a warm connection is free for it (this saves two thread
+//!   hand-offs, a large part of a lookup on two cores), else like `run`.
+//! - `Db::run_detached`, for writes nobody waits for (the rolling expiry touch): started in
+//!   the background through `run`, or dropped when too many are already in flight.
+//!
+//! Async callers first take a permit from a FIFO semaphore, so each blocking task finds a free
+//! connection at once (r2d2's own queue is unfair under load: a few requests starve for
+//! hundreds of ms). The pool is split: the lookup lane keeps its connections for itself, and
+//! everything else shares the rest, so writes filling the pool never make authenticated reads
+//! wait.
 
 pub mod models;
 pub mod schema;
@@ -297,13 +320,8 @@ fn is_unavailable(e: &DieselError) -> bool {
 
 type Pool = r2d2::Pool<Manager>;
 
-/// The handle every part of the service holds: a pool plus the backend it talks to.
-///
-/// Async callers first take a permit from a FIFO semaphore, so that each blocking task finds a
-/// free connection at once. Waiting in r2d2's own queue instead is unfair under load (a few
-/// requests starve for hundreds of ms). The pool's connections are split: the inline slots
-/// (the session lookup's lane) keep one connection each for themselves, and everything else
-/// shares the rest, so that writes filling the pool never make authenticated reads wait.
+/// The handle every part of the service holds: a pool plus the backend it talks to. See the
+/// module documentation for the ways to run a query on it.
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
@@ -365,62 +383,32 @@ impl Db {
         )
     }
 
-    /// Runs `f` with a pooled connection on the blocking thread pool. Waiting for a connection
-    /// is bounded by `pool_timeout_ms`; running out of time is [`DbError::Unavailable`].
+    /// Runs `f` with a pooled connection on the blocking thread pool, waiting at most
+    /// `pool_timeout_ms` for it; running out of time is [`DbError::Unavailable`].
     pub async fn run<T, F>(&self, f: F) -> Result<T, DbError>
     where
         F: FnOnce(&mut DbConnection) -> QueryResult<T> + Send + 'static,
         T: Send + 'static,
     {
-        // One deadline covers both waits: for a permit, then for r2d2 to hand out or open a
-        // connection.
         let deadline = Instant::now() + self.wait;
-        let Ok(Ok(permit)) =
-            rocket::tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await
-        else {
-            return Err(DbError::Unavailable);
-        };
-        self.run_holding(permit, f, deadline).await
+        let permit = self.turn(&self.permits).await?;
+        self.on_blocking_pool(permit, f, deadline).await
     }
 
-    /// Runs `f` on the blocking thread pool and gives `held` (a permit or an inline slot) back
-    /// when it is done.
-    async fn run_holding<T, F>(
-        &self,
-        held: OwnedSemaphorePermit,
-        f: F,
-        deadline: Instant,
-    ) -> Result<T, DbError>
+    /// [`Db::run`] for code already on a blocking thread: the same bounded wait, on this thread.
+    pub fn run_blocking<T, F>(&self, f: F) -> Result<T, DbError>
     where
-        F: FnOnce(&mut DbConnection) -> QueryResult<T> + Send + 'static,
-        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> QueryResult<T>,
     {
-        let db = self.clone();
-        let task = move || {
-            let _held = held;
-            db.run_with_deadline(f, deadline)
-        };
-        match rocket::tokio::task::spawn_blocking(task).await {
-            Ok(result) => result,
-            Err(join) => Err(DbError::Failed(format!(
-                "the database task panicked: {join}"
-            ))),
-        }
+        self.with_connection(f, Instant::now() + self.wait)
     }
 
-    /// The hot read of every authenticated request, run on the calling async worker itself.
-    /// It waits (asynchronously, first come first served, within `pool_timeout_ms`) for one of
-    /// the inline slots, each of which has a connection of its own (see [`Db`]). If that is a
-    /// warm idle connection, the read runs at once on this worker. Otherwise (the pool is
-    /// still growing, or the connection has been idle and needs a ping first) it runs on the
-    /// blocking pool like [`Db::run`], still holding its slot. Anything that may wait on the
-    /// database (writes, locks) uses [`Db::run`] directly.
-    ///
-    /// This skips two thread hand-offs per query (to a blocking thread and back), which on
-    /// two cores is a large part of what a lookup costs. It is safe for one short indexed
-    /// statement: at most `inline_reads` workers (one, the session lookup's lane, and never all
-    /// of Rocket's `workers`) are ever inside one, so the others keep serving while a slow
-    /// database holds it.
+    /// The session lookup's lane (module documentation). Waits for an inline slot, first come
+    /// first served; runs `f` here when a warm idle connection is free, else on the blocking
+    /// pool still holding the slot. At most `inline_reads` async workers (never all of
+    /// Rocket's) are ever inside one, so the others keep serving while a slow database holds
+    /// it. Only for one short indexed statement.
+    #[doc(hidden)] // public for the store tests; host code uses `run`
     pub async fn read_inline<T, F>(&self, f: F) -> Result<T, DbError>
     where
         F: FnOnce(&mut DbConnection) -> QueryResult<T> + Send + 'static,
@@ -430,11 +418,7 @@ impl Db {
             return self.run(f).await;
         };
         let deadline = Instant::now() + self.wait;
-        let Ok(Ok(slot)) =
-            rocket::tokio::time::timeout(self.wait, inline_slots.clone().acquire_owned()).await
-        else {
-            return Err(DbError::Unavailable);
-        };
+        let slot = self.turn(inline_slots).await?;
         if let Some(pooled) = self
             .pool
             .try_get()
@@ -443,13 +427,14 @@ impl Db {
             let _slot = slot;
             return Self::use_connection(pooled, f);
         }
-        self.run_holding(slot, f, deadline).await
+        self.on_blocking_pool(slot, f, deadline).await
     }
 
-    /// Starts `f` in the background through [`Db::run`] and returns at once, if fewer than
-    /// `pool_size / 2` (at least one) such writes are in flight; otherwise does nothing and
-    /// returns false. For writes nobody waits for (a session's rolling expiry): a burst of them
-    /// cannot queue up in front of the requests that need the pool.
+    /// Starts `f` in the background through [`Db::run`] and returns true, if fewer than
+    /// `pool_size / 2` (at least one) such writes are in flight; otherwise drops it and
+    /// returns false, so a burst of them cannot queue up in front of requests that need the
+    /// pool. Failures are logged.
+    #[doc(hidden)]
     pub fn run_detached<F>(&self, what: &'static str, f: F) -> bool
     where
         F: FnOnce(&mut DbConnection) -> QueryResult<()> + Send + 'static,
@@ -467,15 +452,41 @@ impl Db {
         true
     }
 
-    /// The same as [`Db::run`] for code that is already on a blocking thread.
-    pub fn run_blocking<T, F>(&self, f: F) -> Result<T, DbError>
-    where
-        F: FnOnce(&mut DbConnection) -> QueryResult<T>,
-    {
-        self.run_with_deadline(f, Instant::now() + self.wait)
+    /// A permit from `queue`, waiting at most `pool_timeout_ms`.
+    async fn turn(&self, queue: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, DbError> {
+        match rocket::tokio::time::timeout(self.wait, queue.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(DbError::Unavailable),
+        }
     }
 
-    fn run_with_deadline<T, F>(&self, f: F, deadline: Instant) -> Result<T, DbError>
+    /// Runs `f` on the blocking thread pool, giving `held` back when it is done.
+    async fn on_blocking_pool<T, F>(
+        &self,
+        held: OwnedSemaphorePermit,
+        f: F,
+        deadline: Instant,
+    ) -> Result<T, DbError>
+    where
+        F: FnOnce(&mut DbConnection) -> QueryResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let db = self.clone();
+        let task = move || {
+            let _held = held;
+            db.with_connection(f, deadline)
+        };
+        match rocket::tokio::task::spawn_blocking(task).await {
+            Ok(result) => result,
+            Err(join) => Err(DbError::Failed(format!(
+                "the database task panicked: {join}"
+            ))),
+        }
+    }
+
+    /// Takes a connection before `deadline` (pinging one that has been idle, and discarding
+    /// it when dead) and runs `f` on it, on this thread.
+    fn with_connection<T, F>(&self, f: F, deadline: Instant) -> Result<T, DbError>
     where
         F: FnOnce(&mut DbConnection) -> QueryResult<T>,
     {
