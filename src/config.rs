@@ -52,6 +52,24 @@ impl DatabaseTarget {
         }
     }
 
+    /// Where the data is, for the boot log: the absolute SQLite path (it resolves from the
+    /// working directory), or the PostgreSQL URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sqlite(path) => {
+                let absolute = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+                format!("sqlite {}", absolute.display())
+            }
+            Self::Postgres { url, schema } => {
+                let shown = without_password(url);
+                match schema {
+                    Some(schema) => format!("postgres {shown} (schema {schema})"),
+                    None => format!("postgres {shown}"),
+                }
+            }
+        }
+    }
+
     /// Which backend this target is.
     pub fn backend(&self) -> Backend {
         match self {
@@ -69,6 +87,31 @@ impl fmt::Debug for DatabaseTarget {
             Self::Sqlite(path) => write!(f, "Sqlite({})", path.display()),
         }
     }
+}
+
+/// `postgres://ann:secret@host/db?password=x` → `postgres://ann:***@host/db?password=***`.
+fn without_password(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    let mut shown = url.to_string();
+    if let Some(at) = url[start..end].rfind('@') {
+        if let Some(colon) = url[start..start + at].find(':') {
+            shown = format!("{}***{}", &url[..start + colon + 1], &url[start + at..]);
+        }
+    }
+    if let Some(query) = shown.find('?') {
+        let params: Vec<String> = shown[query + 1..]
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=***"),
+                _ => param.to_string(),
+            })
+            .collect();
+        shown = format!("{}?{}", &shown[..query], params.join("&"));
+    }
+    shown
 }
 
 fn scheme_of(url: &str) -> Option<&str> {
@@ -157,8 +200,12 @@ pub struct Settings {
     pub cron_secret: Option<String>,
     /// `login_url`: where `/api/auth/verify` sends browsers that are not signed in.
     pub login_url: Option<String>,
-    /// True when the selected profile is `release`.
-    pub release: bool,
+    /// True in the `debug` profile (Rocket's profile for debug builds, or
+    /// `ROCKET_PROFILE=debug`): the local-development defaults (a cookie without `Secure`,
+    /// named `session`). Every other profile, whatever its name, gets the secure defaults.
+    pub debug_profile: bool,
+    /// `log_format`: `text` (the default) or `json`, one object per line.
+    pub log_format: LogFormat,
 }
 
 /// One configuration problem: the key and what is wrong with it, printed as one line.
@@ -204,6 +251,7 @@ struct Raw {
     cron_secret: Option<String>,
     login_url: Option<String>,
     database_schema: String,
+    log_format: String,
 }
 
 impl Default for Raw {
@@ -231,6 +279,7 @@ impl Default for Raw {
             cron_secret: None,
             login_url: None,
             database_schema: "public".into(),
+            log_format: "text".into(),
         }
     }
 }
@@ -243,9 +292,10 @@ pub fn figment() -> Figment {
     let rocket_sources = Figment::from(rocket::Config::default())
         .merge(Serialized::default("ip_header", false))
         .merge(Serialized::default("workers", default_workers()))
-        // Rocket's own per-request lines would print query strings (a token pasted into a
-        // wrong URL, say); latchkey logs what matters itself. `ROCKET_LOG_LEVEL` still wins.
-        .merge(Serialized::default("log_level", "critical"))
+        // One log stream: latchkey's. Rocket's own lines (on stdout, between ours) would also
+        // print query strings (a token pasted into a wrong URL, say); latchkey logs each
+        // request and every failure itself. `ROCKET_LOG_LEVEL` still wins, for debugging.
+        .merge(Serialized::default("log_level", "off"))
         .merge(Toml::file(Env::var_or("ROCKET_CONFIG", "Rocket.toml")).nested())
         .merge(Env::prefixed("ROCKET_").ignore(&["PROFILE"]).global());
     with_plain_variables(&rocket_sources).select(profile)
@@ -289,21 +339,239 @@ fn seconds(key: &str, value: i64) -> Result<chrono::Duration, ConfigError> {
     Ok(chrono::Duration::seconds(value))
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured only on a terminal).
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl LogFormat {
+    fn parse(value: &str) -> Result<LogFormat, ConfigError> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(ConfigError {
+                key: "log_format".into(),
+                problem: format!("must be `text` or `json` (got `{other}`)"),
+            }),
+        }
+    }
+
+    /// The format `figment` asks for, read before anything else so that even the
+    /// configuration's own errors and warnings are written in it. A bad value is reported
+    /// later by [`Settings::from_figment`]; until then the format is text.
+    pub fn from_figment(figment: &Figment) -> LogFormat {
+        figment
+            .extract_inner::<String>("log_format")
+            .ok()
+            .and_then(|value| LogFormat::parse(&value).ok())
+            .unwrap_or(LogFormat::Text)
+    }
+}
+
+/// latchkey's own keys (the fields of the raw configuration), for the unknown-key warning.
+pub const LATCHKEY_KEYS: &[&str] = &[
+    "database_url",
+    "pool_size",
+    "pool_timeout_ms",
+    "session_idle_timeout",
+    "session_absolute_timeout",
+    "session_touch_interval",
+    "cookie_name",
+    "cookie_secure",
+    "cookie_same_site",
+    "allowed_origins",
+    "login_max_failures",
+    "login_backoff_base",
+    "login_backoff_max",
+    "ip_max_failures",
+    "ip_failure_window",
+    "cleanup_schedule",
+    "cleanup_batch_size",
+    "event_retention",
+    "cron_secret",
+    "login_url",
+    "database_schema",
+    "log_format",
+];
+
+/// Rocket's keys that its default configuration does not list (optional features, and the
+/// variable that names the file).
+const ROCKET_OPTIONAL_KEYS: &[&str] = &["tls", "mtls", "secret_key", "databases", "config"];
+
+impl ConfigError {
+    /// One of Figment's errors as one line: the key, where its value came from (the
+    /// environment variable or file), and what it should be, in words rather than Rust types.
+    pub fn from_figment(error: rocket::figment::Error) -> ConfigError {
+        let error = error
+            .into_iter()
+            .next()
+            .expect("figment errors are non-empty");
+        let key = error.path.join(".");
+        let file = error.metadata.as_ref().and_then(|m| match &m.source {
+            Some(rocket::figment::Source::File(path)) => Some(path.display().to_string()),
+            _ => None,
+        });
+        let source = match (&error.metadata, &file) {
+            (Some(metadata), file) if !error.path.is_empty() => {
+                let profile = error.profile.clone().unwrap_or_default();
+                let name = metadata.interpolate(&profile, &error.path);
+                match file {
+                    Some(file) => format!(" (in {file}, `{name}`)"),
+                    // Figment names the variable without its prefix ("PORT").
+                    None if metadata.name.contains("`ROCKET_`") => {
+                        format!(" (from ROCKET_{})", name.replace('.', "_"))
+                    }
+                    None if metadata.name.contains("environment") => format!(" (from {name})"),
+                    None => String::new(),
+                }
+            }
+            _ => String::new(),
+        };
+        use rocket::figment::error::Kind;
+        let problem = match &error.kind {
+            Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
+                format!(
+                    "{source} must be {}; got {actual}",
+                    expected_in_words(&key, expected)
+                )
+            }
+            Kind::UnknownVariant(actual, known) => {
+                format!(
+                    "{source} must be one of {}; got `{actual}`",
+                    known.join(", ")
+                )
+            }
+            Kind::Message(message) => {
+                let message: Vec<&str> = message.split_whitespace().collect();
+                let message = message.join(" ");
+                if key.is_empty() {
+                    // A file that is not valid TOML, for one: say which and where, on one line.
+                    return ConfigError {
+                        key: file.unwrap_or_else(|| "Rocket.toml".into()),
+                        problem: format!("cannot be read: {}", message.trim_start_matches("TOML ")),
+                    };
+                }
+                match key.as_str() {
+                    "address" | "port" => {
+                        format!(
+                            "{source} must be {} ({message})",
+                            expected_in_words(&key, "")
+                        )
+                    }
+                    _ => format!("{source}: {message}"),
+                }
+            }
+            other => format!("{source}: {other}"),
+        };
+        ConfigError {
+            key,
+            problem: problem.trim_start().to_string(),
+        }
+    }
+}
+
+/// serde's expectation ("u16", "a boolean", "i64") in the words of the README.
+fn expected_in_words(key: &str, expected: &str) -> String {
+    let expected = expected.trim_start_matches("expected ");
+    if key == "port" {
+        return "a port number from 0 to 65535".into();
+    }
+    if key == "address" {
+        return "an IP address (e.g. 127.0.0.1)".into();
+    }
+    let integer = [
+        "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize",
+    ];
+    if integer.contains(&expected) || expected.contains("integer") {
+        if expected.starts_with('u') {
+            return "a whole number, 0 or more".into();
+        }
+        return "a whole number".into();
+    }
+    match expected {
+        "a boolean" | "bool" => "true or false".into(),
+        "f32" | "f64" | "a float" => "a number".into(),
+        "a string" | "string" => "a string".into(),
+        "a sequence" => "a list".into(),
+        _ if expected.starts_with("struct") || expected.contains("map") => "a table".into(),
+        _ => expected.to_string(),
+    }
+}
+
+/// Rocket's own keys (`port`, `workers`, `address`, …) checked the way Rocket will read them,
+/// but failing with one line instead of a panic.
+pub fn check_rocket_keys(figment: &Figment) -> Result<rocket::Config, ConfigError> {
+    rocket::Config::try_from(figment).map_err(ConfigError::from_figment)
+}
+
+/// One warning per key in `Rocket.toml` or a `ROCKET_*` variable that neither Rocket nor
+/// latchkey knows, naming the nearest known key when one is close.
+pub fn unknown_keys(figment: &Figment) -> Vec<String> {
+    let rocket_keys = Figment::from(rocket::Config::default())
+        .extract::<rocket::figment::value::Dict>()
+        .map(|dict| dict.into_keys().collect::<Vec<_>>())
+        .unwrap_or_default();
+    let known: Vec<&str> = rocket_keys
+        .iter()
+        .map(String::as_str)
+        .chain(LATCHKEY_KEYS.iter().copied())
+        .chain(ROCKET_OPTIONAL_KEYS.iter().copied())
+        .collect();
+    let Ok(dict) = figment.extract::<rocket::figment::value::Dict>() else {
+        return Vec::new();
+    };
+    let mut warnings = Vec::new();
+    for key in dict.keys() {
+        if known.contains(&key.as_str()) {
+            continue;
+        }
+        let place = match figment.find_metadata(key) {
+            Some(metadata) => match &metadata.source {
+                Some(rocket::figment::Source::File(path)) => format!(" in {}", path.display()),
+                _ if metadata.name.contains("`ROCKET_`") => {
+                    format!(" (from ROCKET_{})", key.to_ascii_uppercase())
+                }
+                _ => String::new(),
+            },
+            None => String::new(),
+        };
+        let nearest = known
+            .iter()
+            .map(|k| (strsim::levenshtein(k, key), *k))
+            .min()
+            .filter(|(distance, _)| *distance <= 3)
+            .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+            .unwrap_or_default();
+        warnings.push(format!(
+            "unknown configuration key `{key}`{place} is ignored{nearest}"
+        ));
+    }
+    warnings
+}
+
+/// Where the configuration file was found, if one was: Rocket looks for `Rocket.toml` (or
+/// `ROCKET_CONFIG`) in the working directory and then in each parent directory.
+pub fn config_file(figment: &Figment) -> Option<PathBuf> {
+    figment
+        .metadata()
+        .find_map(|metadata| match &metadata.source {
+            Some(rocket::figment::Source::File(path)) => Some(path.clone()),
+            _ => None,
+        })
+}
+
 impl Settings {
     /// Extracts and validates the configuration from a Figment (see [`figment`]).
     pub fn from_figment(figment: &Figment) -> Result<Settings, ConfigError> {
-        let raw: Raw = figment.extract().map_err(|e| {
-            let e = e.into_iter().next().expect("figment errors are non-empty");
-            ConfigError {
-                key: e.path.join("."),
-                problem: format!("is invalid: {}", e.kind),
-            }
-        })?;
-        let release = figment.profile() == "release";
-        Settings::from_raw(raw, release)
+        let raw: Raw = figment.extract().map_err(ConfigError::from_figment)?;
+        Settings::from_raw(raw, figment.profile() == "debug")
     }
 
-    fn from_raw(raw: Raw, release: bool) -> Result<Settings, ConfigError> {
+    fn from_raw(raw: Raw, debug_profile: bool) -> Result<Settings, ConfigError> {
         let mut database =
             DatabaseTarget::parse(&raw.database_url).map_err(|problem| ConfigError {
                 key: "database_url".into(),
@@ -353,7 +621,7 @@ impl Settings {
                 })
             }
         };
-        let cookie_secure = raw.cookie_secure.unwrap_or(release);
+        let cookie_secure = raw.cookie_secure.unwrap_or(!debug_profile);
         // The `__Host-` prefix only works with `Secure`; without it browsers drop the cookie.
         let cookie_name = match raw.cookie_name {
             Some(name) => name,
@@ -446,7 +714,8 @@ impl Settings {
             cleanup_batch_size: positive("cleanup_batch_size", raw.cleanup_batch_size)?,
             event_retention: seconds("event_retention", raw.event_retention)?,
             cron_secret,
-            release,
+            debug_profile,
+            log_format: LogFormat::parse(&raw.log_format)?,
         })
     }
 
@@ -457,7 +726,7 @@ impl Settings {
                 database_url: database_url.into(),
                 ..Raw::default()
             },
-            false,
+            true,
         )
     }
 
@@ -528,12 +797,12 @@ mod tests {
 
     #[test]
     fn profile_picks_cookie_defaults() {
-        let debug = Settings::from_raw(Raw::default(), false).unwrap();
+        let debug = Settings::from_raw(Raw::default(), true).unwrap();
         assert_eq!(
             (debug.cookie_name.as_str(), debug.cookie_secure),
             ("session", false)
         );
-        let release = Settings::from_raw(Raw::default(), true).unwrap();
+        let release = Settings::from_raw(Raw::default(), false).unwrap();
         assert_eq!(
             (release.cookie_name.as_str(), release.cookie_secure),
             ("__Host-session", true)
@@ -543,7 +812,7 @@ mod tests {
             ..Raw::default()
         };
         assert_eq!(
-            Settings::from_raw(insecure, true).unwrap().cookie_name,
+            Settings::from_raw(insecure, false).unwrap().cookie_name,
             "session"
         );
         assert_eq!(
@@ -551,5 +820,58 @@ mod tests {
             16
         );
         assert_eq!(Settings::for_database("x.db").unwrap().pool_size, 4);
+    }
+
+    #[test]
+    fn described_urls_hide_passwords() {
+        assert_eq!(
+            without_password("postgres://ann:s3cret@db:5432/app?sslmode=require&password=x"),
+            "postgres://ann:***@db:5432/app?sslmode=require&password=***"
+        );
+        assert_eq!(
+            without_password("postgres://ann@h1,h2/app"),
+            "postgres://ann@h1,h2/app"
+        );
+    }
+
+    #[test]
+    fn only_the_debug_profile_is_insecure_by_default() {
+        for (profile, secure) in [
+            ("debug", false),
+            ("release", true),
+            ("production", true),
+            ("staging", true),
+        ] {
+            let figment = Figment::new().select(profile);
+            let settings = Settings::from_figment(&figment).unwrap();
+            assert_eq!(settings.cookie_secure, secure, "{profile}");
+        }
+    }
+
+    #[test]
+    fn type_errors_read_as_what_is_expected() {
+        let figment = Figment::new().merge(("pool_size", "lots"));
+        let err = Settings::from_figment(&figment).unwrap_err();
+        assert_eq!(err.key, "pool_size");
+        assert!(err.problem.contains("a whole number"), "{}", err.problem);
+        assert!(!err.problem.contains("i64"), "{}", err.problem);
+        let figment = Figment::from(rocket::Config::default()).merge(("port", "abc"));
+        let err = check_rocket_keys(&figment).unwrap_err();
+        assert_eq!(err.key, "port");
+        assert!(err.problem.contains("0 to 65535"), "{}", err.problem);
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_the_nearest_known_one() {
+        let figment = Figment::from(rocket::Config::default())
+            .merge(("sesion_idle_timeout", 5))
+            .merge(("port", 9000));
+        let warnings = unknown_keys(&figment);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("`sesion_idle_timeout`")
+                && warnings[0].contains("`session_idle_timeout`"),
+            "{warnings:?}"
+        );
     }
 }

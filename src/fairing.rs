@@ -104,8 +104,21 @@ impl Fairing for Latchkey {
             Ok(settings) => settings,
             Err(e) => return self.refuse(rocket, BootError::Config(e)),
         };
-        if settings.release && !settings.cookie_secure {
-            tracing::warn!("cookie_secure is off in the release profile: session cookies will be sent over plain HTTP");
+        if !settings.cookie_secure {
+            // Loud in every profile: only the debug profile has this as its default.
+            let profile = rocket.figment().profile().to_string();
+            if settings.debug_profile {
+                tracing::warn!(
+                    profile,
+                    "session cookies are sent without Secure (the debug profile's default, for \
+                     localhost); every other profile sends them Secure"
+                );
+            } else {
+                tracing::warn!(
+                    profile,
+                    "cookie_secure is off: session cookies will be sent over plain HTTP"
+                );
+            }
         }
         let connect = settings.clone();
         let connected =

@@ -52,11 +52,13 @@ pub mod api;
 pub mod auth;
 #[doc(hidden)]
 pub mod cleanup;
+#[doc(hidden)]
+#[doc(hidden)]
+pub mod cli;
 pub mod clock;
 pub mod config;
 #[doc(hidden)]
 pub mod db;
-#[doc(hidden)]
 pub mod domain;
 mod fairing;
 pub mod metrics;
@@ -93,12 +95,32 @@ impl fmt::Display for BootError {
 
 impl std::error::Error for BootError {}
 
-/// Logs to stderr; `RUST_LOG` filters (default `info`). Never logs tokens or passwords.
-pub fn init_tracing() {
+/// The log stream of both binaries: stderr, one line per event, filtered by `RUST_LOG`
+/// (default `info`), coloured only when stderr is a terminal, as JSON objects with
+/// `log_format = "json"`. Lines are written by a background thread (an access line per request
+/// must not cost the request a write to stderr); the returned guard flushes them when dropped.
+/// Never logs tokens or passwords.
+pub fn init_tracing(
+    format: config::LogFormat,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(writer);
+    let installed = match format {
+        config::LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
+    installed.ok().map(|_| guard)
 }

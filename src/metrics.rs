@@ -164,7 +164,7 @@ impl Default for Metrics {
     }
 }
 
-struct RequestStart(Instant);
+pub(crate) struct RequestStart(pub(crate) Instant);
 
 /// Counts and times every request, labelled by the matched route's name.
 pub struct RequestMetrics;

@@ -505,37 +505,32 @@ fn graceful_shutdown(backend: Backend) {
     );
 }
 
-/// Oversized headers and bodies over real HTTP get 4xx, never 5xx.
+/// Oversized headers and bodies over real HTTP get the contract's 4xx, never 5xx.
 fn oversized_requests(backend: Backend) {
     let Some(db) = TestDb::new(backend) else {
         return;
     };
     let server = Server::start(&db.url, &CONCURRENT_SIGN_INS);
-    let huge_cookie = format!("session={}", "A".repeat(200_000));
-    let (status, _, _) = send(
-        agent()
-            .get(&format!("{}/api/auth/me", server.base))
-            .set("Cookie", &huge_cookie),
-        None,
-    );
-    // hyper refuses a head this large before Rocket sees it.
-    assert!(status == 431 || status == 0, "{status}");
-    // A large cookie that fits in a head is an unknown token: 401, and it is cleared.
-    let (status, body, cleared) = send(
-        agent()
-            .get(&format!("{}/api/auth/me", server.base))
-            .set("Cookie", &format!("session={}", "A".repeat(8_000))),
-        None,
-    );
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (401, Some("unauthenticated"))
-    );
-    let cleared = cleared.expect("the stale cookie is cleared");
-    assert!(
-        cleared.starts_with("session=;") && cleared.contains("Max-Age=0"),
-        "{cleared}"
-    );
+    // A large cookie is an unknown token like any other: 401, and it is cleared. (hyper takes
+    // heads up to about 400 KiB; a larger one is refused before Rocket sees it.)
+    for size in [8_000, 200_000] {
+        let (status, body, cleared) = send(
+            agent()
+                .get(&format!("{}/api/auth/me", server.base))
+                .set("Cookie", &format!("session={}", "A".repeat(size))),
+            None,
+        );
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some("unauthenticated")),
+            "{size}"
+        );
+        let cleared = cleared.expect("the stale cookie is cleared");
+        assert!(
+            cleared.starts_with("session=;") && cleared.contains("Max-Age=0"),
+            "{cleared}"
+        );
+    }
     // Just over the limit: the server reads 16 KiB, answers 413 and closes.
     let (status, body, _) = send(
         agent().post(&format!("{}/api/auth/login", server.base)),

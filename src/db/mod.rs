@@ -80,7 +80,7 @@ pub const CLEANUP_LOCK_KEY: i64 = 0x6c61_7463_686b_0002;
 pub fn establish(target: &DatabaseTarget) -> Result<DbConnection, String> {
     match target {
         DatabaseTarget::Postgres { url, schema } => {
-            let describe = |e: String| e.trim().replace('\n', " ");
+            let describe = |e: String| e.split_whitespace().collect::<Vec<_>>().join(" ");
             let mut conn = PgConnection::establish(&with_connect_timeout(url))
                 .map_err(|e| describe(e.to_string()))?;
             if let Some(schema) = schema {
@@ -159,6 +159,63 @@ fn switch_to_wal(conn: &mut SqliteConnection) -> Result<(), String> {
             }
             Err(e) => return Err(e.to_string()),
         }
+    }
+}
+
+/// The first connection of a process: [`establish`], creating a PostgreSQL database that does
+/// not exist yet when the role may. The error says what failed ("cannot connect: …").
+pub fn connect_at_boot(target: &DatabaseTarget) -> Result<DbConnection, String> {
+    match establish(target) {
+        Ok(conn) => Ok(conn),
+        Err(e) => match missing_database(target, &e) {
+            Some((name, maintenance)) => {
+                create_database(&name, &maintenance)?;
+                establish(target).map_err(|e| format!("cannot connect: {e}"))
+            }
+            None => Err(format!("cannot connect: {e}")),
+        },
+    }
+}
+
+/// When connecting failed because the PostgreSQL database itself does not exist: its name,
+/// and the same URL naming the `postgres` maintenance database instead.
+fn missing_database(target: &DatabaseTarget, error: &str) -> Option<(String, String)> {
+    let DatabaseTarget::Postgres { url, .. } = target else {
+        return None;
+    };
+    let authority = url.find("://")? + 3;
+    let path = authority + url[authority..].find('/')?;
+    let end = url[path..].find('?').map_or(url.len(), |i| path + i);
+    let name = &url[path + 1..end];
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !plain || !error.contains(&format!("database \"{name}\" does not exist")) {
+        return None;
+    }
+    let maintenance = format!("{}/postgres{}", &url[..path], &url[end..]);
+    Some((name.to_string(), maintenance))
+}
+
+/// Creates the database the URL names, when the role may; otherwise says what to do.
+fn create_database(name: &str, maintenance_url: &str) -> Result<(), String> {
+    let refused = |why: String| {
+        format!(
+            "database `{name}` does not exist, and it could not be created ({why}): create it \
+             (`createdb {name}`) or give the role CREATEDB"
+        )
+    };
+    let mut conn = PgConnection::establish(&with_connect_timeout(maintenance_url))
+        .map_err(|e| refused(e.to_string().trim().replace('\n', " ")))?;
+    match conn.batch_execute(&format!("CREATE DATABASE \"{name}\"")) {
+        Ok(()) => {
+            tracing::info!(database = name, "created the database, which did not exist");
+            Ok(())
+        }
+        // Another process booting at the same moment created it first.
+        Err(e) if e.to_string().contains("already exists") => Ok(()),
+        Err(e) => Err(refused(e.to_string().trim().replace('\n', " "))),
     }
 }
 
@@ -340,7 +397,7 @@ impl Db {
     /// Connects once (so an unreachable database or bad path stops the boot with its own
     /// message), applies migrations on that connection, then builds the pool around it.
     pub fn connect_and_migrate(settings: &Settings) -> Result<(Db, usize), String> {
-        let mut conn = establish(&settings.database).map_err(|e| format!("cannot connect: {e}"))?;
+        let mut conn = connect_at_boot(&settings.database)?;
         let applied = run_migrations(&mut conn)?;
         Ok((Db::pool_only(settings), applied))
     }

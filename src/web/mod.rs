@@ -7,9 +7,18 @@ use rocket::{Route, State};
 
 use crate::config::Settings;
 
-/// `GET /`: the page, to mount at `/`.
+/// `GET /` and `GET /login`: the page, and `GET /favicon.ico`; to mount at `/`.
 pub fn routes() -> Vec<Route> {
-    rocket::routes![index, login]
+    rocket::routes![index, login, favicon]
+}
+
+/// The page's icon (browsers ask for it on every first load; a 404 there is noise).
+#[rocket::get("/favicon.ico")]
+fn favicon() -> (rocket::http::ContentType, &'static [u8]) {
+    (
+        rocket::http::ContentType::Icon,
+        include_bytes!("favicon.ico"),
+    )
 }
 
 const INDEX: &str = include_str!("index.html");

@@ -44,13 +44,12 @@ impl Server {
         cmd.current_dir(&dir)
             .env("DATABASE_URL", database_url)
             .env("ROCKET_PORT", port.to_string())
-            .env("ROCKET_LOG_LEVEL", "critical")
             .env("RUST_LOG", "error")
             .env("ROCKET_ADDRESS", "127.0.0.1")
             .env_remove("CRON_SECRET")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stdout(std::fs::File::create(dir.join("stdout.log")).unwrap())
+            .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap());
         for (key, value) in extra_env {
             cmd.env(key, value);
         }
@@ -58,11 +57,25 @@ impl Server {
         let base = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         while ureq::get(&format!("{base}/api/health")).call().is_err() {
-            assert!(child.try_wait().unwrap().is_none(), "server exited at boot");
+            if child.try_wait().unwrap().is_some() {
+                let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+                panic!("server exited at boot: {log}");
+            }
             assert!(Instant::now() < deadline, "server did not come up");
             thread::sleep(Duration::from_millis(50));
         }
         Server { child, base, dir }
+    }
+
+    /// What the process has written so far: (stdout, stderr).
+    pub fn output(&self) -> (String, String) {
+        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        (read("stdout.log"), read("stderr.log"))
+    }
+
+    /// Its working directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn signal(&self, signal: &str) {
