@@ -3,10 +3,15 @@
 # sessions (precomputed rows, not Argon2 logins), starts the server on 127.0.0.1 and runs wrk.
 #
 #   bench/run.sh [-b postgres|sqlite] [-s SESSIONS] [-u USERS] [-d DURATION] [-c "16 64"] [-l] [-f] [-B]
+#                [-P] [-F CONNS] [-q LOGIN_QUEUE_MAX]
 #     -b  backend (default postgres)          -s  live sessions in the table (default 100000)
 #     -u  accounts (default 10000)            -d  wrk duration per run (default 20s)
 #     -c  connection counts for /me           -l  also measure POST /api/auth/login (c=16)
-#     -f  also measure /me (c=16) during a login flood (c=16)    -B  skip cargo build
+#     -f  also measure /me (c=16) during a login flood (bench/flood.py, -F connections, default 16)
+#     -B  skip cargo build
+#     -P  PostgreSQL through PgBouncer in transaction mode (started here, as the postgres user,
+#         with pg_statement_cache = false)
+#     -q  login_queue_max for the server (default: the server's own, 256)
 #     -p  pool_size (default 4 × cores: enough for the 3 × cores async workers' inline reads;
 #         many more only add scheduling delay on a machine that also runs PostgreSQL and wrk)
 #
@@ -18,12 +23,14 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 backend=postgres sessions=100000 users=10000 dur=20s conns="16 64" login=0 flood=0 build=1
+bouncer=0 flood_conns=16 queue_max=""
 pool=$(( 4 * $(nproc) ))
-while getopts "b:s:u:d:c:p:lfB" o; do
+while getopts "b:s:u:d:c:p:lfBPF:q:" o; do
   case "$o" in
     b) backend=$OPTARG ;; s) sessions=$OPTARG ;; u) users=$OPTARG ;; d) dur=$OPTARG ;;
     c) conns=$OPTARG ;; p) pool=$OPTARG ;; l) login=1 ;; f) flood=1 ;; B) build=0 ;;
-    *) sed -n 2,16p "$0" >&2; exit 64 ;;
+    P) bouncer=1 ;; F) flood_conns=$OPTARG ;; q) queue_max=$OPTARG ;;
+    *) sed -n 2,22p "$0" >&2; exit 64 ;;
   esac
 done
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 69; }
@@ -32,8 +39,12 @@ port="${BENCH_PORT:-8711}"
 base="http://127.0.0.1:$port"
 work="$(mktemp -d)"
 cookie_name="__Host-session"   # release profile default
-server_pid=""
-cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; rm -rf "$work"; }
+server_pid="" bouncer_pid=""
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
+  [ -n "$bouncer_pid" ] && kill "$bouncer_pid" 2>/dev/null
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 [ "$build" = 1 ] && (cd "$root" && cargo build --release --quiet)
@@ -49,9 +60,11 @@ case "$backend" in
   *) echo "unknown backend $backend" >&2; exit 64 ;;
 esac
 
+extra_env=()
+[ -n "$queue_max" ] && extra_env+=("ROCKET_LOGIN_QUEUE_MAX=$queue_max")
 start_server() {
-  (cd "$work" && DATABASE_URL="$url" ROCKET_PORT="$port" ROCKET_POOL_SIZE="$pool" ROCKET_LOG_LEVEL=off RUST_LOG=warn \
-    exec "$root/target/release/latchkey" > "$work/server.log" 2>&1) &
+  (cd "$work" && env DATABASE_URL="$url" ROCKET_PORT="$port" ROCKET_POOL_SIZE="$pool" RUST_LOG=warn "${extra_env[@]}" \
+    "$root/target/release/latchkey" > "$work/server.log" 2>&1) &
   server_pid=$!
   for _ in $(seq 1 100); do curl -fs "$base/api/health" >/dev/null 2>&1 && return 0; sleep 0.2; done
   echo "server did not start" >&2; exit 1
@@ -81,6 +94,38 @@ else
 fi
 echo "# seeded $sessions sessions for $users users on $backend in $(echo "$(date +%s.%N) - $t0" | bc) s" >&2
 
+if [ "$bouncer" = 1 ]; then
+  # PgBouncer in transaction mode in front of the same database, as hosted poolers run it;
+  # the server restarts through it.
+  [ "$backend" = postgres ] || { echo "-P needs -b postgres" >&2; exit 64; }
+  command -v pgbouncer >/dev/null || { echo "pgbouncer not found: apt-get install -y pgbouncer" >&2; exit 69; }
+  chown postgres "$work"
+  bport=$(( port + 1 ))
+  printf '"postgres" ""\n' > "$work/users.txt"
+  cat > "$work/pgbouncer.ini" <<INI
+[databases]
+* = host=127.0.0.1 port=5432
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $bport
+unix_socket_dir =
+auth_type = trust
+auth_file = $work/users.txt
+pool_mode = transaction
+default_pool_size = $pool
+max_client_conn = 1000
+ignore_startup_parameters = extra_float_digits
+logfile = $work/pgbouncer.log
+INI
+  runuser -u postgres -- pgbouncer "$work/pgbouncer.ini" & bouncer_pid=$!
+  for _ in $(seq 1 50); do (echo > "/dev/tcp/127.0.0.1/$bport") 2>/dev/null && break; sleep 0.1; done
+  kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
+  url="postgres://postgres@127.0.0.1:$bport/latchkey_bench"
+  extra_env+=("ROCKET_PG_STATEMENT_CACHE=false")
+  start_server
+fi
+via=$([ "$bouncer" = 1 ] && echo pgbouncer || echo direct)
+
 rss_mb() { awk '/VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$server_pid/status"; }
 peak_mb() { awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$server_pid/status"; }
 wrk_run() { # CONNS DURATION URL MODE ARG
@@ -90,7 +135,7 @@ wrk_run() { # CONNS DURATION URL MODE ARG
 for c in $conns; do
   wrk_run "$c" 5s "$base/api/auth/me" me "$work/cookies.txt" >/dev/null   # warm-up
   line="$(wrk_run "$c" "$dur" "$base/api/auth/me" me "$work/cookies.txt")"
-  echo "me backend=$backend sessions=$sessions pool=$pool c=$c $line rss_mb=$(rss_mb) peak_rss_mb=$(peak_mb)"
+  echo "me backend=$backend via=$via sessions=$sessions pool=$pool c=$c $line rss_mb=$(rss_mb) peak_rss_mb=$(peak_mb)"
 done
 
 if [ "$login" = 1 ]; then
@@ -99,10 +144,10 @@ if [ "$login" = 1 ]; then
 fi
 
 if [ "$flood" = 1 ]; then
-  wrk_run 16 "$dur" "$base/api/auth/login" login "$users" > "$work/flood.txt" &
+  python3 "$here/flood.py" "$base" "$users" "$flood_conns" "${dur%s}" > "$work/flood.txt" &
   flood_pid=$!
   sleep 1
   line="$(wrk_run 16 "$(( ${dur%s} - 2 ))s" "$base/api/auth/me" me "$work/cookies.txt")"
   wait "$flood_pid"
-  echo "me-during-login-flood backend=$backend c=16 $line login: $(cat "$work/flood.txt") peak_rss_mb=$(peak_mb)"
+  echo "me-during-login-flood backend=$backend queue_max=${queue_max:-256} c=16 $line $(cat "$work/flood.txt") peak_rss_mb=$(peak_mb)"
 fi

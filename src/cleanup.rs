@@ -1,21 +1,24 @@
 //! The cleanup, shared by the worker and `POST /api/admin/cleanup-sessions`: expired sessions
 //! go in short batches (each one statement on the `expires_at` index), then stale login
 //! counters and old security events; the run is recorded for `session-stats`. On PostgreSQL
-//! the whole run holds an advisory lock, so concurrent workers take turns instead of racing.
+//! the whole run holds a transaction-scoped advisory lock (see [`run_on`]), so concurrent
+//! workers take turns instead of racing.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use chrono::NaiveDateTime;
+
 use diesel::sql_types::Bool;
-use diesel::{QueryResult, QueryableByName, RunQueryDsl};
+use diesel::{Connection, QueryResult, QueryableByName, RunQueryDsl};
 
 use crate::auth::throttle;
 use crate::clock;
-use crate::config::Settings;
+use crate::config::{Backend, Settings};
 use crate::db::models::throttle::Throttle;
 use crate::db::models::{new_id, CleanupRun, SecurityEvent, Session};
-use crate::db::{Db, DbConnection, DbError, CLEANUP_LOCK_KEY};
+use crate::db::{self, Db, DbConnection, DbError, CLEANUP_LOCK_KEY};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CleanupOutcome {
@@ -43,23 +46,15 @@ struct LockTaken {
     taken: bool,
 }
 
-/// PostgreSQL only: the named place where cleanup differs by backend.
-fn try_lock(conn: &mut DbConnection) -> QueryResult<bool> {
-    match conn {
-        DbConnection::Postgres(pg) => Ok(diesel::sql_query(format!(
-            "SELECT pg_try_advisory_lock({CLEANUP_LOCK_KEY}) AS taken"
-        ))
-        .get_result::<LockTaken>(pg)?
-        .taken),
-        DbConnection::Sqlite(_) => Ok(true),
-    }
-}
-
-fn unlock(conn: &mut DbConnection) -> QueryResult<()> {
-    if let DbConnection::Postgres(pg) = conn {
-        diesel::sql_query(format!("SELECT pg_advisory_unlock({CLEANUP_LOCK_KEY})")).execute(pg)?;
-    }
-    Ok(())
+/// PostgreSQL only (the named place where cleanup differs by backend): whether this
+/// transaction got the single-cleaner lock. Transaction-scoped, so it means the same directly
+/// and through a transaction pooler, and it goes when the transaction or connection does.
+fn try_lock(holder: &mut DbConnection) -> QueryResult<bool> {
+    Ok(diesel::sql_query(format!(
+        "SELECT pg_try_advisory_xact_lock({CLEANUP_LOCK_KEY}) AS taken"
+    ))
+    .get_result::<LockTaken>(holder)?
+    .taken)
 }
 
 fn clean(
@@ -115,20 +110,45 @@ fn clean(
 
 /// One cleanup on a connection the caller holds (the worker's `--once` uses a single
 /// connection and no pool). `stop` ends it after the batch in hand.
+///
+/// On PostgreSQL the lock is held by a transaction on a second connection of its own, open
+/// for the whole run, while the batches commit one by one on `conn`: each batch stays a short
+/// transaction, and only one process cleans at a time, behind PgBouncer too.
+///
+/// `tick` is the scheduled time a worker runs for: when a run has already started at or after
+/// it (another worker on the same schedule got there first), this one is skipped, so each tick
+/// has exactly one cleaner however many workers there are.
 pub fn run_on(
     conn: &mut DbConnection,
     settings: &Settings,
     stop: &AtomicBool,
-) -> QueryResult<CleanupOutcome> {
-    if !try_lock(conn)? {
-        return Ok(CleanupOutcome::Skipped);
+    tick: Option<NaiveDateTime>,
+) -> Result<CleanupOutcome, DbError> {
+    let done_at_tick = |conn: &mut DbConnection| -> QueryResult<bool> {
+        Ok(match tick {
+            Some(tick) => CleanupRun::latest(conn)?.is_some_and(|run| run.started_at >= tick),
+            None => false,
+        })
+    };
+    if conn.backend() == Backend::Sqlite {
+        // No lock on SQLite (one machine, usually one worker): two workers firing at the same
+        // instant may both clean, and the second finds nothing left.
+        if done_at_tick(conn)? {
+            return Ok(CleanupOutcome::Skipped);
+        }
+        return Ok(CleanupOutcome::Ran(clean(conn, settings, stop)?));
     }
-    let result = clean(conn, settings, stop);
-    // Release even after an error; if the connection itself is gone, so is the lock.
-    let released = unlock(conn);
-    let report = result?;
-    released?;
-    Ok(CleanupOutcome::Ran(report))
+    let mut holder = db::establish(&settings.database).map_err(|e| {
+        tracing::warn!(error = %e, "cleanup: cannot open the lock connection");
+        DbError::Unavailable
+    })?;
+    let outcome = holder.transaction(|holder| {
+        if !try_lock(holder)? || done_at_tick(conn)? {
+            return Ok(CleanupOutcome::Skipped);
+        }
+        clean(conn, settings, stop).map(CleanupOutcome::Ran)
+    })?;
+    Ok(outcome)
 }
 
 /// One cleanup with a pooled connection, on the calling (blocking) thread.
@@ -137,7 +157,7 @@ pub fn run_blocking(
     settings: &Settings,
     stop: &AtomicBool,
 ) -> Result<CleanupOutcome, DbError> {
-    db.run_blocking(|conn| run_on(conn, settings, stop))
+    db.run_blocking(|conn| Ok(run_on(conn, settings, stop, None)))?
 }
 
 /// The same from async code (the admin endpoint, the worker's schedule), through the pool's
@@ -146,9 +166,11 @@ pub async fn run(
     db: &Db,
     settings: &Settings,
     stop: Arc<AtomicBool>,
+    tick: Option<NaiveDateTime>,
 ) -> Result<CleanupOutcome, DbError> {
     let settings = settings.clone();
-    db.run(move |conn| run_on(conn, &settings, &stop)).await
+    db.run(move |conn| Ok(run_on(conn, &settings, &stop, tick)))
+        .await?
 }
 
 /// The one line logged per run.
@@ -165,7 +187,7 @@ pub fn log_outcome(outcome: &Result<CleanupOutcome, DbError>) {
             "cleanup finished"
         ),
         Ok(CleanupOutcome::Skipped) => {
-            tracing::info!("cleanup skipped: another process holds the cleanup lock")
+            tracing::info!("cleanup skipped: another process is cleaning, or cleaned at this tick")
         }
         Err(e) => tracing::warn!(error = %e, "cleanup failed; will retry at the next tick"),
     }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Timelike;
 use clap::{Parser, Subcommand};
 use rocket::figment::Figment;
 use tokio::sync::Mutex;
@@ -258,8 +259,7 @@ fn one_shot(
 }
 
 fn run_once(prog: &str, conn: &mut DbConnection, settings: &Settings) -> ExitCode {
-    let outcome =
-        cleanup::run_on(conn, settings, &AtomicBool::new(false)).map_err(db::DbError::from);
+    let outcome = cleanup::run_on(conn, settings, &AtomicBool::new(false), None);
     cleanup::log_outcome(&outcome);
     match outcome {
         Ok(CleanupOutcome::Ran(report)) => {
@@ -379,7 +379,10 @@ async fn scheduled(prog: &str, settings: Settings) -> ExitCode {
             if worker.stop.load(Ordering::SeqCst) {
                 return;
             }
-            let outcome = cleanup::run(&worker.db, &worker.settings, worker.stop.clone()).await;
+            // The tick this job fires for (cron's resolution is a second).
+            let tick = clock::now().with_nanosecond(0);
+            let outcome =
+                cleanup::run(&worker.db, &worker.settings, worker.stop.clone(), tick).await;
             cleanup::log_outcome(&outcome);
         })
     });

@@ -13,9 +13,14 @@ use serde::Deserialize;
 /// Where the data lives. The scheme of `database_url` picks the backend, and nothing else does.
 #[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseTarget {
-    /// `postgres://…` or `postgresql://…`: the URL as given, and `database_schema` when it is
-    /// not `public` (every table and migration of latchkey lives there).
-    Postgres { url: String, schema: Option<String> },
+    /// `postgres://…` or `postgresql://…`: the URL as given, `database_schema` when it is
+    /// not `public` (every table and migration of latchkey lives there), and whether Diesel
+    /// may keep prepared statements (`pg_statement_cache`; not behind a transaction pooler).
+    Postgres {
+        url: String,
+        schema: Option<String>,
+        statement_cache: bool,
+    },
     /// `sqlite://PATH` or a plain path.
     Sqlite(PathBuf),
 }
@@ -36,6 +41,7 @@ impl DatabaseTarget {
                 Ok(Self::Postgres {
                     url: url.to_string(),
                     schema: None,
+                    statement_cache: true,
                 })
             }
             Some("sqlite") => {
@@ -60,7 +66,7 @@ impl DatabaseTarget {
                 let absolute = std::path::absolute(path).unwrap_or_else(|_| path.clone());
                 format!("sqlite {}", absolute.display())
             }
-            Self::Postgres { url, schema } => {
+            Self::Postgres { url, schema, .. } => {
                 let shown = without_password(url);
                 match schema {
                     Some(schema) => format!("postgres {shown} (schema {schema})"),
@@ -206,6 +212,12 @@ pub struct Settings {
     pub debug_profile: bool,
     /// `log_format`: `text` (the default) or `json`, one object per line.
     pub log_format: LogFormat,
+    /// `login_queue_max`: password hashes that may wait or run at once; beyond it, requests
+    /// that need one get 503 at once.
+    pub login_queue_max: usize,
+    /// `pg_statement_cache`: PostgreSQL prepared-statement cache (off for a transaction
+    /// pooler such as PgBouncer).
+    pub pg_statement_cache: bool,
 }
 
 /// One configuration problem: the key and what is wrong with it, printed as one line.
@@ -252,6 +264,8 @@ struct Raw {
     login_url: Option<String>,
     database_schema: String,
     log_format: String,
+    login_queue_max: i64,
+    pg_statement_cache: bool,
 }
 
 impl Default for Raw {
@@ -280,6 +294,8 @@ impl Default for Raw {
             login_url: None,
             database_schema: "public".into(),
             log_format: "text".into(),
+            login_queue_max: 256,
+            pg_statement_cache: true,
         }
     }
 }
@@ -396,6 +412,8 @@ pub const LATCHKEY_KEYS: &[&str] = &[
     "login_url",
     "database_schema",
     "log_format",
+    "login_queue_max",
+    "pg_statement_cache",
 ];
 
 /// Rocket's keys that its default configuration does not list (optional features, and the
@@ -595,8 +613,25 @@ impl Settings {
                 ),
             });
         }
-        if let DatabaseTarget::Postgres { schema: target, .. } = &mut database {
+        if let DatabaseTarget::Postgres {
+            schema: target,
+            statement_cache,
+            ..
+        } = &mut database
+        {
             *target = (schema != "public").then(|| schema.to_string());
+            *statement_cache = raw.pg_statement_cache;
+            if target.is_some() && !*statement_cache {
+                // The schema is chosen per connection with `SET search_path`, which a
+                // transaction pooler would apply to whichever server connection ran it.
+                return Err(ConfigError {
+                    key: "database_schema".into(),
+                    problem: "needs a session of its own, which `pg_statement_cache = false` \
+                              (a transaction pooler) does not give: set the role's search_path \
+                              instead (ALTER ROLE … SET search_path = …) and leave this `public`"
+                        .into(),
+                });
+            }
         }
         let pool_size = match raw.pool_size {
             Some(n) => positive("pool_size", n)?.min(1024) as u32,
@@ -716,6 +751,9 @@ impl Settings {
             cron_secret,
             debug_profile,
             log_format: LogFormat::parse(&raw.log_format)?,
+            login_queue_max: positive("login_queue_max", raw.login_queue_max)?.min(1_000_000)
+                as usize,
+            pg_statement_cache: raw.pg_statement_cache,
         })
     }
 

@@ -39,6 +39,7 @@ fn latchkey_keeps_to_its_schema() {
     settings.database = DatabaseTarget::Postgres {
         url: test_db.url.clone(),
         schema: Some("auth".into()),
+        statement_cache: true,
     };
     let rocket = latchkey::server::rocket(
         common::rocket_figment(),

@@ -64,7 +64,7 @@ async fn cleanup_sessions(
         tracing::info!(admin = %admin.user.id, "cleanup requested over HTTP");
     }
     metrics.cleanup_runs.inc();
-    let outcome = cleanup::run(db, settings, Default::default()).await;
+    let outcome = cleanup::run(db, settings, Default::default(), None).await;
     cleanup::log_outcome(&outcome);
     let deleted = match outcome? {
         CleanupOutcome::Ran(report) => report.sessions_deleted,

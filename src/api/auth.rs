@@ -15,7 +15,7 @@ use crate::api::error::{ApiError, ApiResult};
 use crate::api::json::{render, JsonBody};
 use crate::api::views::{NewToken, Refreshed, SessionView, UserView};
 use crate::auth::guard::{PresentedToken, Via};
-use crate::auth::{password, throttle, Authenticator, CurrentSession};
+use crate::auth::{throttle, Authenticator, CurrentSession};
 use crate::clock;
 use crate::config::Settings;
 use crate::db::models::session::ClientInfo;
@@ -220,6 +220,7 @@ async fn register(
         ("name", name_problem(&name)),
         ("password", password_problem(&password)),
     ])?;
+    let slot = auth.hash_slot()?;
     let lookup = email.clone();
     if db
         .run(move |c| User::find_by_email(c, &lookup))
@@ -228,7 +229,8 @@ async fn register(
     {
         return Err(ApiError::email_taken());
     }
-    let password_hash = password::hash(password).await;
+    let password_hash = slot.hash(password).await;
+    drop(slot);
     let policy = auth.policy;
     let now = clock::now();
     let created = db
@@ -307,6 +309,8 @@ async fn sign_in(
                 .then_some("Password must be at most 1024 bytes."),
         ),
     ])?;
+    // Before the throttle: a request shed here has not used up an attempt.
+    let slot = auth.hash_slot()?;
     let keys = throttle::LoginKeys::new(&email, client.ip.as_deref());
     let throttle_settings = settings.clone();
     let now = clock::now();
@@ -328,11 +332,13 @@ async fn sign_in(
         metrics.login("throttled");
         return Err(ApiError::too_many_attempts(seconds));
     }
-    let verified = password::verify(
-        body.password,
-        user.as_ref().map(|u| u.password_hash.clone()),
-    )
-    .await;
+    let verified = slot
+        .verify(
+            body.password,
+            user.as_ref().map(|u| u.password_hash.clone()),
+        )
+        .await;
+    drop(slot);
     let policy = auth.policy;
     let now = clock::now();
     let user = match user {
@@ -569,12 +575,16 @@ async fn change_password(
         new_password,
     } = body.0;
     check_fields(&[("new_password", password_problem(&new_password))])?;
+    let slot = auth.hash_slot()?;
     if current_password.len() > MAX_PASSWORD_BYTES
-        || !password::verify(current_password, Some(current.user.password_hash.clone())).await
+        || !slot
+            .verify(current_password, Some(current.user.password_hash.clone()))
+            .await
     {
         return Err(ApiError::invalid_credentials(Status::Forbidden));
     }
-    let new_hash = password::hash(new_password).await;
+    let new_hash = slot.hash(new_password).await;
+    drop(slot);
     let policy = auth.policy;
     let (user_id, session_id, old) = (
         current.user.id.clone(),
@@ -637,8 +647,11 @@ async fn delete_account(
     body: JsonBody<DeleteAccountBody>,
 ) -> ApiResult<Status> {
     let password = body.0.password;
+    let slot = auth.hash_slot()?;
     if password.len() > MAX_PASSWORD_BYTES
-        || !password::verify(password, Some(current.user.password_hash.clone())).await
+        || !slot
+            .verify(password, Some(current.user.password_hash.clone()))
+            .await
     {
         return Err(ApiError::invalid_credentials(Status::Forbidden));
     }

@@ -210,6 +210,11 @@ impl From<AuthError> for ApiError {
             },
             AuthError::Forbidden => ApiError::forbidden(),
             AuthError::CrossSite => ApiError::csrf_rejected(),
+            AuthError::Overloaded => ApiError {
+                message: "Too many sign-ins at once. Try again in a moment.".into(),
+                retry_after: Some(1),
+                ..ApiError::unavailable()
+            },
             AuthError::MethodOverride => ApiError::new(
                 Status::MethodNotAllowed,
                 "method_not_allowed",

@@ -25,6 +25,8 @@ pub enum AuthError {
     MethodOverride,
     /// The database could not answer within `pool_timeout_ms` (503). Never reported as 401.
     Unavailable,
+    /// The password-hashing queue is full (`login_queue_max`): 503 with `Retry-After`, at once.
+    Overloaded,
     /// The database failed in some other way; the cause is logged (500).
     Internal,
 }
@@ -36,7 +38,7 @@ impl AuthError {
             AuthError::Unauthenticated { .. } => Status::Unauthorized,
             AuthError::Forbidden | AuthError::CrossSite => Status::Forbidden,
             AuthError::MethodOverride => Status::MethodNotAllowed,
-            AuthError::Unavailable => Status::ServiceUnavailable,
+            AuthError::Unavailable | AuthError::Overloaded => Status::ServiceUnavailable,
             AuthError::Internal => Status::InternalServerError,
         }
     }
@@ -60,6 +62,7 @@ impl fmt::Display for AuthError {
             AuthError::CrossSite => "cross-site request refused",
             AuthError::MethodOverride => "method override refused",
             AuthError::Unavailable => "database unavailable",
+            AuthError::Overloaded => "too many password checks at once",
             AuthError::Internal => "internal error",
         })
     }

@@ -35,6 +35,8 @@ pub struct Authenticator {
     pub cookie: SessionCookie,
     /// The cross-site check with the configured `allowed_origins`.
     pub cross_site: CrossSiteCheck,
+    /// The bounded queue every password hash goes through (`login_queue_max`).
+    pub(crate) hashes: crate::auth::password::HashQueue,
     cron_secret: Option<String>,
 }
 
@@ -50,8 +52,14 @@ impl Authenticator {
             policy: SessionPolicy::from_settings(settings),
             cookie: SessionCookie::from_settings(settings),
             cross_site: CrossSiteCheck::from_settings(settings),
+            hashes: crate::auth::password::HashQueue::new(settings.login_queue_max),
             cron_secret: settings.cron_secret.clone(),
         }
+    }
+
+    /// A place in the password-hashing queue, or 503 at once when it is full.
+    pub(crate) fn hash_slot(&self) -> Result<crate::auth::password::HashSlot, AuthError> {
+        self.hashes.admit().map_err(|_| AuthError::Overloaded)
     }
 
     /// The managed authenticator, or `Internal` (a sentinel normally stops such a launch).

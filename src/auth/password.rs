@@ -6,6 +6,7 @@
 //! core for authenticated requests; allocating 19 MiB per attempt on the general blocking pool
 //! grew the process to gigabytes under load.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -175,20 +176,85 @@ fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| hash_blocking("latchkey-dummy-password-for-timing"))
 }
 
-pub async fn hash(password: String) -> String {
-    on_hashing_thread(move |blocks| hash_with(blocks, &password)).await
+/// The bound on password hashes waiting or running at once (`login_queue_max`). A request
+/// that needs a hash takes a [`HashSlot`] first, before it does anything else; when the queue
+/// is full it is refused at once ([`Overloaded`]), so a login flood cannot grow a queue whose
+/// tail waits minutes, and the requests that need no hash never wait behind it.
+#[derive(Clone)]
+pub struct HashQueue {
+    in_flight: Arc<AtomicUsize>,
+    max: usize,
 }
 
-/// Verifies against `phc`, or against the dummy hash when there is no account (always false).
-pub async fn verify(password: String, phc: Option<String>) -> bool {
-    on_hashing_thread(move |blocks| match phc {
-        Some(phc) => verify_with(blocks, &password, &phc),
-        None => {
-            verify_with(blocks, &password, dummy_hash());
-            false
+/// The hashing queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overloaded;
+
+/// A place in the hashing queue (for one request's hashes, one after the other), given back
+/// when dropped.
+pub struct HashSlot {
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Drop for HashSlot {
+    fn drop(&mut self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl HashQueue {
+    /// A queue for at most `max` hashes at once (at least one).
+    pub fn new(max: usize) -> HashQueue {
+        HashQueue {
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            max: max.max(1),
         }
-    })
-    .await
+    }
+
+    /// A place in the queue, or [`Overloaded`] at once.
+    pub fn admit(&self) -> Result<HashSlot, Overloaded> {
+        let taken = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            });
+        match taken {
+            Ok(_) => Ok(HashSlot {
+                in_flight: self.in_flight.clone(),
+            }),
+            Err(_) => Err(Overloaded),
+        }
+    }
+
+    /// Hashes waiting or running right now.
+    pub fn len(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Whether no hash is waiting or running.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl HashSlot {
+    /// Hashes `password` on the hashing threads.
+    pub async fn hash(&self, password: String) -> String {
+        on_hashing_thread(move |blocks| hash_with(blocks, &password)).await
+    }
+
+    /// Verifies against `phc`, or against the dummy hash when there is no account (always
+    /// false, in the same time).
+    pub async fn verify(&self, password: String, phc: Option<String>) -> bool {
+        on_hashing_thread(move |blocks| match phc {
+            Some(phc) => verify_with(blocks, &password, &phc),
+            None => {
+                verify_with(blocks, &password, dummy_hash());
+                false
+            }
+        })
+        .await
+    }
 }
 
 /// Hashes on the calling thread (tools and tests; the server uses [`hash`]).
@@ -250,11 +316,31 @@ mod tests {
         let rt = rocket::tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
+        let queue = HashQueue::new(8);
+        let slot = || queue.admit().unwrap();
         rt.block_on(async {
-            let phc = hash("pool password".into()).await;
-            assert!(verify("pool password".into(), Some(phc.clone())).await);
-            assert!(!verify("other".into(), Some(phc)).await);
-            assert!(!verify("pool password".into(), None).await);
+            let phc = slot().hash("pool password".into()).await;
+            assert!(
+                slot()
+                    .verify("pool password".into(), Some(phc.clone()))
+                    .await
+            );
+            assert!(!slot().verify("other".into(), Some(phc)).await);
+            assert!(!slot().verify("pool password".into(), None).await);
         });
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn the_queue_refuses_beyond_its_bound() {
+        let queue = HashQueue::new(2);
+        let first = queue.admit().unwrap();
+        let second = queue.admit().unwrap();
+        assert_eq!(queue.admit().err(), Some(Overloaded));
+        drop(first);
+        let third = queue.admit().unwrap();
+        assert_eq!(queue.len(), 2);
+        drop((second, third));
+        assert!(queue.is_empty());
     }
 }

@@ -79,10 +79,20 @@ pub const CLEANUP_LOCK_KEY: i64 = 0x6c61_7463_686b_0002;
 /// that cannot be reached is an error with libpq's own message, never an SQLite file.
 pub fn establish(target: &DatabaseTarget) -> Result<DbConnection, String> {
     match target {
-        DatabaseTarget::Postgres { url, schema } => {
+        DatabaseTarget::Postgres {
+            url,
+            schema,
+            statement_cache,
+        } => {
             let describe = |e: String| e.split_whitespace().collect::<Vec<_>>().join(" ");
             let mut conn = PgConnection::establish(&with_connect_timeout(url))
                 .map_err(|e| describe(e.to_string()))?;
+            if !statement_cache {
+                // Behind a transaction pooler, consecutive statements may reach different
+                // server connections: no named prepared statements, each statement parsed
+                // and run in one round trip instead.
+                conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+            }
             if let Some(schema) = schema {
                 // Created when missing (checked first: CREATE needs a privilege that reading
                 // does not, and this runs for every new pooled connection).
@@ -235,15 +245,20 @@ fn with_connect_timeout(url: &str) -> String {
 pub fn run_migrations(conn: &mut DbConnection) -> Result<usize, String> {
     let describe = |e: Box<dyn std::error::Error + Send + Sync>| format!("migration failed: {e}");
     match conn {
-        DbConnection::Postgres(pg) => {
-            diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
-                .execute(pg)
-                .map_err(|e| format!("could not take the migration lock: {e}"))?;
-            let result = pg.run_pending_migrations(PG_MIGRATIONS).map(|v| v.len());
-            let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
-                .execute(pg);
-            result.map_err(describe)
-        }
+        // One transaction for all of them, holding a transaction-scoped lock: it means the
+        // same directly and through a transaction pooler (a session lock would be taken on
+        // one server connection and released on another), and a process that dies lets go.
+        DbConnection::Postgres(pg) => pg
+            .transaction(|c| {
+                diesel::sql_query(format!(
+                    "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+                ))
+                .execute(c)?;
+                c.run_pending_migrations(PG_MIGRATIONS)
+                    .map(|v| v.len())
+                    .map_err(|e| DieselError::QueryBuilderError(e.to_string().into()))
+            })
+            .map_err(|e| describe(e.to_string().into())),
         DbConnection::Sqlite(sqlite) => sqlite
             .immediate_transaction(|c| c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()))
             .map_err(describe),
