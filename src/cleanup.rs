@@ -17,7 +17,7 @@ use crate::auth::throttle;
 use crate::clock;
 use crate::config::{Backend, Settings};
 use crate::db::models::throttle::Throttle;
-use crate::db::models::{new_id, CleanupRun, SecurityEvent, Session};
+use crate::db::models::{new_id, CleanupRun, MailToken, SecurityEvent, Session};
 use crate::db::{self, Db, DbConnection, DbError, CLEANUP_LOCK_KEY};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +94,7 @@ fn clean(
     let retention_cutoff = started_at - settings.event_retention;
     report.events_deleted = SecurityEvent::delete_older_than(conn, retention_cutoff)? as i64;
     CleanupRun::delete_older_than(conn, retention_cutoff)?;
+    MailToken::delete_expired(conn, started_at)?;
     report.duration_ms = timer.elapsed().as_millis() as i64;
     CleanupRun {
         id: new_id(),

@@ -218,6 +218,16 @@ pub struct Settings {
     /// `pg_statement_cache`: PostgreSQL prepared-statement cache (off for a transaction
     /// pooler such as PgBouncer).
     pub pg_statement_cache: bool,
+    /// `public_url`: latchkey's own public base URL, without a trailing slash.
+    pub public_url: Option<String>,
+    /// `smtp_url`, `mail_from` (with `public_url`): `None` turns mail off.
+    pub mail: Option<MailSettings>,
+    /// `password_reset_ttl`: lifetime of a password reset link.
+    pub password_reset_ttl: chrono::Duration,
+    /// `email_verification_ttl`: lifetime of an address verification link.
+    pub email_verification_ttl: chrono::Duration,
+    /// `require_verified_email`: refuse sign-in (403) until the address is verified.
+    pub require_verified_email: bool,
 }
 
 /// One configuration problem: the key and what is wrong with it, printed as one line.
@@ -266,6 +276,12 @@ struct Raw {
     log_format: String,
     login_queue_max: i64,
     pg_statement_cache: bool,
+    smtp_url: Option<String>,
+    mail_from: Option<String>,
+    public_url: Option<String>,
+    password_reset_ttl: i64,
+    email_verification_ttl: i64,
+    require_verified_email: bool,
 }
 
 impl Default for Raw {
@@ -296,6 +312,12 @@ impl Default for Raw {
             log_format: "text".into(),
             login_queue_max: 256,
             pg_statement_cache: true,
+            smtp_url: None,
+            mail_from: None,
+            public_url: None,
+            password_reset_ttl: 3600,
+            email_verification_ttl: 2 * 86_400,
+            require_verified_email: false,
         }
     }
 }
@@ -353,6 +375,77 @@ fn seconds(key: &str, value: i64) -> Result<chrono::Duration, ConfigError> {
         });
     }
     Ok(chrono::Duration::seconds(value))
+}
+
+/// Where and how mail goes (`smtp_url`, `mail_from`, `public_url`); see `crate::mail`.
+#[derive(Clone)]
+pub struct MailSettings {
+    /// The SMTP server, as lettre reads it: `smtp://host:port`, `smtps://user:pass@host:465`,
+    /// `smtp://user:pass@host:587?tls=required`. May carry a password: never printed.
+    pub smtp_url: String,
+    /// The From address.
+    pub from: lettre::message::Mailbox,
+    /// latchkey's public base URL, without a trailing slash.
+    pub public_url: String,
+}
+
+impl fmt::Debug for MailSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MailSettings")
+            .field("from", &self.from.to_string())
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `smtp_url`, `mail_from` and `public_url` checked together: all or none of the first two,
+/// and `public_url` with them (the links need it).
+fn mail_settings(
+    smtp_url: Option<String>,
+    mail_from: Option<String>,
+    public_url: Option<&str>,
+) -> Result<Option<MailSettings>, ConfigError> {
+    let error = |key: &str, problem: String| ConfigError {
+        key: key.into(),
+        problem,
+    };
+    let smtp_url = smtp_url
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty());
+    let Some(smtp_url) = smtp_url else {
+        return Ok(None);
+    };
+    use lettre::{AsyncSmtpTransport, Tokio1Executor};
+    if let Err(e) = AsyncSmtpTransport::<Tokio1Executor>::from_url(&smtp_url) {
+        // lettre's message names the part it could not use, not the password.
+        return Err(error(
+            "smtp_url",
+            format!("is not a usable SMTP URL ({e}); use smtp://host:port, smtps://user:pass@host:465 or smtp://user:pass@host:587?tls=required"),
+        ));
+    }
+    let Some(from) = mail_from.filter(|f| !f.trim().is_empty()) else {
+        return Err(error(
+            "mail_from",
+            "is required with `smtp_url` (e.g. \"latchkey <auth@example.com>\")".into(),
+        ));
+    };
+    let from = from.trim().parse().map_err(|_| {
+        error(
+            "mail_from",
+            format!("must be an address like `auth@example.com` or `Name <auth@example.com>` (got `{from}`)"),
+        )
+    })?;
+    let Some(public_url) = public_url else {
+        return Err(error(
+            "public_url",
+            "is required with `smtp_url`: the links in mails point there".into(),
+        ));
+    };
+    Ok(Some(MailSettings {
+        smtp_url,
+        from,
+        public_url: public_url.to_string(),
+    }))
 }
 
 /// How log lines are written.
@@ -414,6 +507,12 @@ pub const LATCHKEY_KEYS: &[&str] = &[
     "log_format",
     "login_queue_max",
     "pg_statement_cache",
+    "smtp_url",
+    "mail_from",
+    "public_url",
+    "password_reset_ttl",
+    "email_verification_ttl",
+    "require_verified_email",
 ];
 
 /// Rocket's keys that its default configuration does not list (optional features, and the
@@ -721,6 +820,26 @@ impl Settings {
                 });
             }
         }
+        let public_url = raw
+            .public_url
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty());
+        if let Some(url) = &public_url {
+            let scheme = url.starts_with("https://") || url.starts_with("http://");
+            let rest = url.split_once("://").map_or("", |(_, rest)| rest);
+            if !scheme
+                || rest.is_empty()
+                || url.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(ConfigError {
+                    key: "public_url".into(),
+                    problem: format!(
+                        "must be an http(s) URL such as https://auth.example.com (got `{url}`)"
+                    ),
+                });
+            }
+        }
+        let mail = mail_settings(raw.smtp_url, raw.mail_from, public_url.as_deref())?;
         Ok(Settings {
             login_url,
             database,
@@ -754,6 +873,11 @@ impl Settings {
             login_queue_max: positive("login_queue_max", raw.login_queue_max)?.min(1_000_000)
                 as usize,
             pg_statement_cache: raw.pg_statement_cache,
+            mail,
+            public_url,
+            password_reset_ttl: seconds("password_reset_ttl", raw.password_reset_ttl)?,
+            email_verification_ttl: seconds("email_verification_ttl", raw.email_verification_ttl)?,
+            require_verified_email: raw.require_verified_email,
         })
     }
 

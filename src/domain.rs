@@ -128,5 +128,7 @@ text_enum!(
         SessionRevoked => "session_revoked",
         PasswordChanged => "password_changed",
         AccountDeleted => "account_deleted",
+        PasswordReset => "password_reset",
+        EmailVerified => "email_verified",
     }
 );

@@ -141,6 +141,7 @@ impl Fairing for Latchkey {
             }
         };
         let metrics = Metrics::new();
+        let mailer = crate::mail::Mailer::start(&settings, metrics.mail.clone());
         let lookup = SessionLookup::new(db.clone(), metrics.lookup_batch.clone());
         let authenticator = Authenticator::new(lookup, db.clone(), &settings);
         let rocket = rocket
@@ -148,6 +149,7 @@ impl Fairing for Latchkey {
                 hsts: settings.cookie_secure,
             })
             .manage(authenticator)
+            .manage(mailer)
             .manage(db)
             .manage(metrics)
             .manage(settings);

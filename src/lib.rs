@@ -61,6 +61,8 @@ pub mod config;
 pub mod db;
 pub mod domain;
 mod fairing;
+#[doc(hidden)]
+pub mod mail;
 pub mod metrics;
 pub mod server;
 #[doc(hidden)]

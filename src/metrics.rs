@@ -34,6 +34,8 @@ pub struct Metrics {
     pub cleanup_deleted: IntCounter,
     /// How many session lookups each lookup query carried (see `auth::lookup`).
     pub lookup_batch: Histogram,
+    /// Mail sent and given up, by kind.
+    pub mail: crate::mail::MailCounters,
     lookups_waiting: IntGauge,
     pool: IntGaugeVec,
 }
@@ -64,7 +66,7 @@ impl Metrics {
         let logins = IntCounterVec::new(
             Opts::new(
                 "latchkey_logins_total",
-                "Login attempts by outcome (success, failure, throttled)",
+                "Login attempts by outcome (success, failure, throttled, unverified)",
             ),
             &["outcome"],
         )
@@ -108,8 +110,25 @@ impl Metrics {
             &["state"],
         )
         .expect("valid metric");
+        let mail = crate::mail::MailCounters {
+            sent: IntCounterVec::new(
+                Opts::new("latchkey_mail_sent_total", "Mails sent, by kind"),
+                &["kind"],
+            )
+            .expect("valid metric"),
+            failed: IntCounterVec::new(
+                Opts::new(
+                    "latchkey_mail_failed_total",
+                    "Mails given up after every attempt failed, by kind",
+                ),
+                &["kind"],
+            )
+            .expect("valid metric"),
+        };
         for collector in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(mail.sent.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(mail.failed.clone()),
+            Box::new(requests.clone()),
             Box::new(latency.clone()),
             Box::new(logins.clone()),
             Box::new(sessions_created.clone()),
@@ -134,6 +153,7 @@ impl Metrics {
             cleanup_runs,
             cleanup_deleted,
             lookup_batch,
+            mail,
             lookups_waiting,
             pool,
         }

@@ -19,9 +19,11 @@ use crate::auth::{throttle, Authenticator, CurrentSession};
 use crate::clock;
 use crate::config::Settings;
 use crate::db::models::session::ClientInfo;
+use crate::db::models::MailKind;
 use crate::db::models::{EventKind, NewEvent, NewUser, Role, SecurityEvent, Session, User};
 use crate::db::{Db, DbConnection, DbError};
 use crate::domain::{SessionId, UserId};
+use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::token::{SessionToken, TokenHash};
 
@@ -84,7 +86,7 @@ pub const MAX_NAME_CHARS: usize = 100;
 /// Trimmed and lowercased, with an international domain in its ASCII (punycode) form, so
 /// that one mailbox written as `ann@bücher.example` and as `ann@xn--bcher-kva.example` is one
 /// account.
-pub fn normalize_email(email: &str) -> String {
+pub(crate) fn normalize_email(email: &str) -> String {
     let email = email.trim().to_lowercase();
     match email.rsplit_once('@') {
         Some((local, domain)) if !domain.is_ascii() => match idna::domain_to_ascii(domain) {
@@ -126,7 +128,7 @@ fn email_problem(email: &str) -> Option<&'static str> {
     (!well_formed).then_some("Enter a valid email address.")
 }
 
-fn password_problem(password: &str) -> Option<&'static str> {
+pub(crate) fn password_problem(password: &str) -> Option<&'static str> {
     if password.len() < MIN_PASSWORD_BYTES {
         Some("Password must be at least 8 characters.")
     } else if password.len() > MAX_PASSWORD_BYTES {
@@ -149,7 +151,7 @@ fn name_problem(name: &str) -> Option<&'static str> {
     }
 }
 
-fn check_fields(problems: &[(&str, Option<&'static str>)]) -> ApiResult<()> {
+pub(crate) fn check_fields(problems: &[(&str, Option<&'static str>)]) -> ApiResult<()> {
     let fields: BTreeMap<String, String> = problems
         .iter()
         .filter_map(|(field, problem)| problem.map(|p| (field.to_string(), p.to_string())))
@@ -161,7 +163,7 @@ fn check_fields(problems: &[(&str, Option<&'static str>)]) -> ApiResult<()> {
     }
 }
 
-fn record(
+pub(crate) fn record(
     conn: &mut DbConnection,
     user_id: &UserId,
     kind: EventKind,
@@ -198,9 +200,11 @@ struct RegisterBody {
 }
 
 #[rocket::post("/register", data = "<body>")]
+#[allow(clippy::too_many_arguments)]
 async fn register(
     db: &State<Db>,
     auth: &State<Authenticator>,
+    mailer: &State<Mailer>,
     metrics: &State<Metrics>,
     client: ClientInfo,
     jar: &CookieJar<'_>,
@@ -233,6 +237,8 @@ async fn register(
     drop(slot);
     let policy = auth.policy;
     let now = clock::now();
+    let mailer_handle = mailer.inner().clone();
+    let mailer = mailer.inner().clone();
     let created = db
         .run(move |conn| {
             conn.transaction(|conn| {
@@ -261,7 +267,8 @@ async fn register(
                     &client,
                     now,
                 )?;
-                Ok((user, session, token))
+                let letter = mailer.prepare(conn, &user, MailKind::VerifyEmail, now)?;
+                Ok((user, session, token, letter))
             })
         })
         .await;
@@ -269,7 +276,14 @@ async fn register(
         Err(DbError::Query(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))) => {
             return Err(ApiError::email_taken())
         }
-        other => other?,
+        other => {
+            let (user, session, token, letter) = other?;
+            // Mail goes after the commit, and after the answer: the outbox sends it.
+            if let Some(letter) = letter {
+                mailer_handle.send(letter);
+            }
+            (user, session, token)
+        }
     };
     metrics.sessions_created.inc();
     auth.cookie.set(jar, &token, &session, now);
@@ -363,6 +377,18 @@ async fn sign_in(
             return Err(ApiError::invalid_credentials(Status::Unauthorized));
         }
     };
+    if settings.require_verified_email && user.email_verified_at.is_none() {
+        // The password was right (a wrong one is 401 first): the failure streak ends as for a
+        // sign-in, but no session is made until the address is verified.
+        let ended = db
+            .run(move |conn| throttle::record_success(conn, &keys, now))
+            .await;
+        if let Err(error) = ended {
+            tracing::warn!(%error, "could not end a failure streak");
+        }
+        metrics.login("unverified");
+        return Err(ApiError::email_unverified());
+    }
     let signed_in = db
         .run(move |conn| {
             conn.transaction(|conn| {

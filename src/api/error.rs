@@ -127,6 +127,32 @@ impl ApiError {
         }
     }
 
+    /// A mailed link that is unknown, used or expired.
+    pub fn invalid_token() -> ApiError {
+        ApiError::new(
+            Status::BadRequest,
+            "invalid_token",
+            "This link is invalid, used or expired. Ask for a new one.",
+        )
+    }
+
+    /// A correct password for an address that is not verified yet.
+    pub fn email_unverified() -> ApiError {
+        ApiError::new(
+            Status::Forbidden,
+            "email_unverified",
+            "Confirm your email address first: open the link in the mail we sent you.",
+        )
+    }
+
+    /// A mail endpoint with no `smtp_url` configured.
+    pub fn mail_off() -> ApiError {
+        ApiError {
+            message: "Email is not configured on this server.".into(),
+            ..ApiError::unavailable()
+        }
+    }
+
     pub fn unavailable() -> ApiError {
         ApiError::new(
             Status::ServiceUnavailable,

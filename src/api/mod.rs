@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod cors;
+pub mod email;
 pub mod error;
 pub mod json;
 pub mod ops;
@@ -20,6 +21,7 @@ pub fn mount(rocket: Rocket<Build>, base: &str) -> Rocket<Build> {
         .mount(format!("{base}/auth"), auth::routes())
         .mount(format!("{base}/auth"), sessions::routes())
         .mount(format!("{base}/auth"), verify::routes())
+        .mount(format!("{base}/auth"), email::routes())
         .mount(base, sessions::event_routes())
         .mount(format!("{base}/admin"), admin::routes())
         .mount(base, ops::health_routes())

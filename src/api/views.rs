@@ -14,6 +14,7 @@ pub struct UserView<'a> {
     pub name: &'a str,
     pub role: Role,
     pub created_at: Rfc3339,
+    pub email_verified: bool,
 }
 
 impl<'a> From<&'a User> for UserView<'a> {
@@ -24,6 +25,7 @@ impl<'a> From<&'a User> for UserView<'a> {
             name: &user.name,
             role: user.role,
             created_at: Rfc3339(user.created_at),
+            email_verified: user.email_verified_at.is_some(),
         }
     }
 }

@@ -99,11 +99,7 @@ pub fn take_attempt(
         }
         Ok(())
     });
-    match taken {
-        Ok(()) => Ok(None),
-        Err(Taken::Refused(wait)) => Ok(Some(wait.max(1))),
-        Err(Taken::Db(e)) => Err(e),
-    }
+    taken.refusal()
 }
 
 /// Why the counting transaction ended without counting: a refusal rolls it back, like an error.
@@ -112,10 +108,64 @@ enum Taken {
     Db(DieselError),
 }
 
+trait Refusal {
+    /// `Some(seconds)` for a refusal, `None` when the attempt was counted.
+    fn refusal(self) -> QueryResult<Option<i64>>;
+}
+
+impl Refusal for Result<(), Taken> {
+    fn refusal(self) -> QueryResult<Option<i64>> {
+        match self {
+            Ok(()) => Ok(None),
+            Err(Taken::Refused(wait)) => Ok(Some(wait.max(1))),
+            Err(Taken::Db(e)) => Err(e),
+        }
+    }
+}
+
 impl From<DieselError> for Taken {
     fn from(e: DieselError) -> Taken {
         Taken::Db(e)
     }
+}
+
+/// A budget of `max` requests per `window` for each `(key, max)` (the mail endpoints: resets
+/// per address and per IP, resends per account), counted in the same table as the login
+/// counters and shared by every instance. `Some(seconds)` means refused (429), nothing counted.
+pub fn take_budget(
+    conn: &mut DbConnection,
+    budgets: &[(String, i32)],
+    window: Duration,
+    now: NaiveDateTime,
+) -> QueryResult<Option<i64>> {
+    let taken = conn.transaction(|conn| {
+        for (key, max) in budgets {
+            let max = *max;
+            Throttle::take(conn, key, now, now - window, |row| {
+                let until = row.window_start + window;
+                (row.failures >= max && until > now).then(|| seconds_until(until, now))
+            })?
+            .map_err(Taken::Refused)?;
+        }
+        Ok(())
+    });
+    taken.refusal()
+}
+
+/// The key of `purpose`'s budget for an address (hashed, like the login keys).
+pub fn email_key(purpose: &str, normalized_email: &str) -> String {
+    let digest = Sha256::digest(normalized_email.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{purpose}-email:{hex}")
+}
+
+/// Ends an address's failed-login streak (a password reset proved the owner).
+pub fn forget_failures(
+    conn: &mut DbConnection,
+    normalized_email: &str,
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    Throttle::clear(conn, &LoginKeys::new(normalized_email, None).email, now).map(drop)
 }
 
 /// A successful login ends the email's streak and gives the IP its attempt back (the IP's

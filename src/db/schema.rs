@@ -10,6 +10,17 @@ diesel::table! {
         role -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        email_verified_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    mail_tokens (token_hash) {
+        token_hash -> Binary,
+        user_id -> Text,
+        kind -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
     }
 }
 
@@ -61,11 +72,13 @@ diesel::table! {
 }
 
 diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(mail_tokens -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     sessions,
     security_events,
     login_throttles,
-    cleanup_runs
+    cleanup_runs,
+    mail_tokens
 );

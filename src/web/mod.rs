@@ -28,11 +28,13 @@ struct Page {
     html: RawHtml<String>,
     csp: Header<'static>,
     frame: Header<'static>,
+    referrer: Header<'static>,
 }
 
 /// The page with the origins it may send a browser back to after sign-in (its own, and
 /// `allowed_origins`), for `return_to`.
 fn page(settings: &Settings) -> Page {
+    let mail = if settings.mail.is_some() { "on" } else { "off" };
     let escape = |text: &str| {
         text.replace('&', "&amp;")
             .replace('"', "&quot;")
@@ -47,13 +49,24 @@ fn page(settings: &Settings) -> Page {
         .join(" ");
     let meta = format!(r#"<meta name="latchkey-allowed-origins" content="{origins}">"#);
     Page {
-        html: RawHtml(INDEX.replacen("<!--allowed-origins-->", &meta, 1)),
+        html: RawHtml(
+            INDEX
+                .replacen("<!--allowed-origins-->", &meta, 1)
+                .replacen(
+                    "<!--mail-->",
+                    &format!(r#"<meta name="latchkey-mail" content="{mail}">"#),
+                    1,
+                ),
+        ),
         // Everything is inline in the one file; nothing may load from elsewhere.
         csp: Header::new(
             "Content-Security-Policy",
             "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
         ),
         frame: Header::new("X-Frame-Options", "DENY"),
+        // A reset link's token is in the fragment, which browsers never put in `Referer`;
+        // nothing from this page's address goes to another site anyway.
+        referrer: Header::new("Referrer-Policy", "no-referrer"),
     }
 }
 

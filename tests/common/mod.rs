@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod server;
+pub mod smtp;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

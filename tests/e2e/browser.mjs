@@ -109,12 +109,65 @@ const sites = [appPort, otherPort].map((p) => {
   site.listen(p, "127.0.0.1");
   return site;
 });
+// A small SMTP server for the mails latchkey sends (verification, reset): it keeps each
+// message's text part, decoded.
+const mails = [];
+const smtpPort = await freePort();
+const smtp = createServer((socket) => {
+  let buffer = "";
+  let inData = false;
+  socket.write("220 e2e ESMTP\r\n");
+  socket.on("data", (chunk) => {
+    buffer += chunk.toString("latin1");
+    for (;;) {
+      if (inData) {
+        const end = buffer.indexOf("\r\n.\r\n");
+        if (end < 0) return;
+        const data = buffer.slice(0, end);
+        buffer = buffer.slice(end + 5);
+        inData = false;
+        const part = data.split("\r\n--").find((p) => /content-type: text\/plain/i.test(p));
+        const body = part ? part.split("\r\n\r\n").slice(1).join("").replace(/\s+/g, "") : "";
+        mails.push(Buffer.from(body, "base64").toString("utf8"));
+        socket.write("250 OK\r\n");
+        continue;
+      }
+      const nl = buffer.indexOf("\r\n");
+      if (nl < 0) return;
+      const line = buffer.slice(0, nl).toUpperCase();
+      buffer = buffer.slice(nl + 2);
+      if (line.startsWith("EHLO") || line.startsWith("HELO")) socket.write("250 e2e\r\n");
+      else if (line === "DATA") { inData = true; socket.write("354 go ahead\r\n"); }
+      else if (line === "QUIT") { socket.end("221 bye\r\n"); return; }
+      else socket.write("250 OK\r\n");
+    }
+  });
+  socket.on("error", () => {});
+});
+smtp.listen(smtpPort, "127.0.0.1");
+
+// The token of the newest mailed `#kind=` link, waiting for it (at most 10 s).
+async function mailedToken(kind, after) {
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    for (const text of mails.slice(after)) {
+      const found = new RegExp(`#${kind}=([A-Za-z0-9_-]{43})`).exec(text);
+      if (found) return found[1];
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`no ${kind} mail arrived`);
+}
+
 const server = spawn(serverBin, [], {
   cwd: dataDir,
   env: {
     ...process.env, ROCKET_PORT: String(port), ROCKET_ADDRESS: "127.0.0.1",
     DATABASE_URL: `sqlite://${join(dataDir, "e2e.db")}`,
     ROCKET_ALLOWED_ORIGINS: JSON.stringify([appOrigin]),
+    ROCKET_SMTP_URL: `smtp://127.0.0.1:${smtpPort}`,
+    ROCKET_MAIL_FROM: "latchkey <auth@example.test>",
+    ROCKET_PUBLIC_URL: base,
   },
   stdio: ["ignore", "ignore", "inherit"],
 });
@@ -227,6 +280,49 @@ try {
     await b.locator("#login-form").waitFor({ state: "visible" });
     await shot(b, "second-signed-out", "second profile shows the login form");
   });
+
+  await step("the link in the verification mail confirms the address", async () => {
+    await a.goto(base);
+    await a.locator("#verify-card").waitFor({ state: "visible" });
+    await shot(a, "verify-notice", "the account asks to confirm the address, with a resend button");
+    await a.click("#verify-resend");
+    await a.locator("#verify-notice.ok").waitFor();
+    const token = await mailedToken("verify", 1);
+    await a.goto(`${base}/#verify=${token}`);
+    await a.locator("#page-notice.ok").waitFor();
+    if (!(await a.locator("#page-notice").textContent()).includes("confirmed")) throw new Error("no confirmation");
+    if (a.url().includes("#")) throw new Error(`the token stayed in the address bar: ${a.url()}`);
+    await a.locator("#account").waitFor();
+    if (await a.locator("#verify-card").isVisible()) throw new Error("the notice is still shown");
+    await shot(a, "verified", "address confirmed; the notice is gone");
+  });
+
+  await step("forgot password: the mailed link sets a new one and signs every device out", async () => {
+    await a.click("#logout");
+    await a.locator("#login-form").waitFor();
+    await a.click("#forgot-link");
+    await a.fill("#forgot-email", email);
+    const before = mails.length;
+    await a.click("#forgot-submit");
+    await a.locator("#forgot-form .notice.ok").waitFor();
+    await shot(a, "forgot-sent", "the same answer whether or not the address has an account");
+    const token = await mailedToken("reset", before);
+    await a.goto(`${base}/#reset=${token}`);
+    await a.locator("#reset-form").waitFor({ state: "visible" });
+    if (a.url().includes("#")) throw new Error(`the token stayed in the address bar: ${a.url()}`);
+    await a.fill("#reset-password", "a brand new password");
+    await a.click("#reset-submit");
+    await a.locator("#login-form .notice.ok").waitFor();
+    await shot(a, "reset-done", "password set; sign in with it");
+    await a.fill("#login-email", email);
+    await a.fill("#login-password", password);
+    await a.click("#login-submit");
+    await a.locator("#login-form .notice.error").waitFor();
+    await a.fill("#login-password", "a brand new password");
+    await a.click("#login-submit");
+    await a.locator("#sessions li").first().waitFor();
+    await shot(a, "signed-in-after-reset", "signed in with the new password");
+  });
 } catch (error) {
   failed = true;
 } finally {
@@ -238,6 +334,7 @@ try {
   }
   server.kill("SIGTERM");
   for (const site of sites) site.close();
+  smtp.close();
   rmSync(dataDir, { recursive: true, force: true });
 }
 

@@ -3,12 +3,14 @@
 
 pub mod cleanup_run;
 pub mod event;
+pub mod mail_token;
 pub mod session;
 pub mod throttle;
 pub mod user;
 
 pub use cleanup_run::CleanupRun;
 pub use event::{EventKind, NewEvent, SecurityEvent};
+pub use mail_token::{MailKind, MailToken};
 pub use session::{Session, SessionPolicy};
 pub use user::{NewUser, Role, User};
 

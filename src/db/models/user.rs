@@ -30,6 +30,8 @@ pub struct User {
     pub created_at: NaiveDateTime,
     /// UTC.
     pub updated_at: NaiveDateTime,
+    /// When a mailed link showed the address is the user's (UTC); `None` until then.
+    pub email_verified_at: Option<NaiveDateTime>,
 }
 
 impl fmt::Debug for User {
@@ -93,18 +95,37 @@ impl User {
             .first(conn)
     }
 
+    /// Sets the password, and voids every mailed link of the account with it (a reset link
+    /// sent before the change must not work after it). Run it in the caller's transaction.
     pub fn set_password_hash(
         conn: &mut DbConnection,
         id: &UserId,
         password_hash: &str,
         now: NaiveDateTime,
     ) -> QueryResult<usize> {
-        diesel::update(users::table.find(id.as_str()))
+        let changed = diesel::update(users::table.find(id.as_str()))
             .set((
                 users::password_hash.eq(password_hash),
                 users::updated_at.eq(now),
             ))
-            .execute(conn)
+            .execute(conn)?;
+        crate::db::models::MailToken::void_all(conn, id)?;
+        Ok(changed)
+    }
+
+    /// Records that the address is the user's (once: the first time stays).
+    pub fn mark_email_verified(
+        conn: &mut DbConnection,
+        id: &UserId,
+        now: NaiveDateTime,
+    ) -> QueryResult<usize> {
+        diesel::update(
+            users::table
+                .find(id.as_str())
+                .filter(users::email_verified_at.is_null()),
+        )
+        .set(users::email_verified_at.eq(Some(now)))
+        .execute(conn)
     }
 
     /// Returns how many accounts matched the email (0 or 1).

@@ -1,0 +1,2 @@
+DROP TABLE mail_tokens;
+ALTER TABLE users DROP COLUMN email_verified_at;

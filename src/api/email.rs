@@ -1,0 +1,241 @@
+//! The mail flows (SPEC §7): password reset (request, confirm) and address verification
+//! (confirm, resend). Without `smtp_url` every one of them is 503; registration works without
+//! mail.
+
+use chrono::Duration;
+use diesel::Connection;
+use rocket::http::Status;
+use rocket::response::content::RawJson;
+use rocket::{Route, State};
+use serde::Deserialize;
+
+use crate::api::auth::{check_fields, normalize_email, password_problem, record};
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::json::JsonBody;
+use crate::auth::{throttle, Authenticator, CurrentSession};
+use crate::clock;
+use crate::db::models::session::ClientInfo;
+use crate::db::models::{EventKind, MailKind, MailToken, Session, User};
+use crate::db::Db;
+use crate::mail::Mailer;
+use crate::metrics::Metrics;
+use crate::token::SessionToken;
+
+/// `POST /password-reset`, `/password-reset/confirm`, `/verify-email`, `/verify-email/resend`,
+/// to mount under `/api/auth`.
+pub fn routes() -> Vec<Route> {
+    rocket::routes![
+        request_reset,
+        confirm_reset,
+        verify_email,
+        resend_verification
+    ]
+}
+
+/// Reset requests per address, and per client IP, in an hour; resends per account.
+const RESETS_PER_EMAIL: i32 = 5;
+const RESETS_PER_IP: i32 = 20;
+const RESENDS_PER_ACCOUNT: i32 = 5;
+
+fn accepted() -> (Status, RawJson<&'static str>) {
+    (Status::Accepted, RawJson("{}"))
+}
+
+fn enabled(mailer: &Mailer) -> ApiResult<()> {
+    if mailer.enabled() {
+        Ok(())
+    } else {
+        Err(ApiError::mail_off())
+    }
+}
+
+/// A token as the link carries it; anything else is a link that cannot be ours.
+fn parse_token(text: &str) -> ApiResult<SessionToken> {
+    SessionToken::parse(text.trim()).ok_or_else(ApiError::invalid_token)
+}
+
+#[derive(Deserialize)]
+struct ResetRequest {
+    email: String,
+}
+
+/// 202 whether or not the account exists, in the same time: after the throttle, everything
+/// that depends on the account (the lookup, the token, the mail) happens after the answer.
+#[rocket::post("/password-reset", data = "<body>")]
+async fn request_reset(
+    db: &State<Db>,
+    mailer: &State<Mailer>,
+    client: ClientInfo,
+    body: JsonBody<ResetRequest>,
+) -> ApiResult<(Status, RawJson<&'static str>)> {
+    enabled(mailer)?;
+    let email = normalize_email(&body.0.email);
+    check_fields(&[(
+        "email",
+        email.is_empty().then_some("Enter your email address."),
+    )])?;
+    let mut budgets = vec![(throttle::email_key("reset", &email), RESETS_PER_EMAIL)];
+    if let Some(ip) = &client.ip {
+        budgets.push((format!("reset-ip:{ip}"), RESETS_PER_IP));
+    }
+    let now = clock::now();
+    let refused = db
+        .run(move |conn| throttle::take_budget(conn, &budgets, Duration::hours(1), now))
+        .await?;
+    if let Some(seconds) = refused {
+        return Err(ApiError::too_many_attempts(seconds));
+    }
+    let (db, mailer) = (db.inner().clone(), mailer.inner().clone());
+    let outbox = mailer.clone();
+    rocket::tokio::spawn(async move {
+        let prepared = db
+            .run(move |conn| {
+                let Some(user) = User::find_by_email(conn, &email)? else {
+                    return Ok(None);
+                };
+                mailer.prepare(conn, &user, MailKind::PasswordReset, now)
+            })
+            .await;
+        match prepared {
+            Ok(Some(letter)) => outbox.send(letter),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "password reset: could not prepare the mail"),
+        }
+    });
+    Ok(accepted())
+}
+
+#[derive(Deserialize)]
+struct ResetConfirm {
+    token: String,
+    new_password: String,
+}
+
+/// Sets the password from a reset link: every session of the account is revoked, every other
+/// mailed link voided, the failed-login streak ended, and the address counts as verified (the
+/// link reached it).
+#[rocket::post("/password-reset/confirm", data = "<body>")]
+async fn confirm_reset(
+    db: &State<Db>,
+    auth: &State<Authenticator>,
+    mailer: &State<Mailer>,
+    metrics: &State<Metrics>,
+    client: ClientInfo,
+    body: JsonBody<ResetConfirm>,
+) -> ApiResult<Status> {
+    enabled(mailer)?;
+    let ResetConfirm {
+        token,
+        new_password,
+    } = body.0;
+    let token = parse_token(&token)?;
+    check_fields(&[("new_password", password_problem(&new_password))])?;
+    let slot = auth.hash_slot()?;
+    let new_hash = slot.hash(new_password).await;
+    drop(slot);
+    let now = clock::now();
+    let revoked = db
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                let Some(user_id) =
+                    MailToken::take(conn, MailKind::PasswordReset, &token.hash(), now)?
+                else {
+                    return Ok(None);
+                };
+                let Some(user) = User::find_by_id(conn, &user_id)? else {
+                    return Ok(None);
+                };
+                User::set_password_hash(conn, &user.id, &new_hash, now)?;
+                User::mark_email_verified(conn, &user.id, now)?;
+                let revoked = Session::revoke_all(conn, &user.id, None)?;
+                throttle::forget_failures(conn, &user.email, now)?;
+                record(conn, &user.id, EventKind::PasswordReset, None, &client, now)?;
+                Ok(Some(revoked))
+            })
+        })
+        .await?;
+    let Some(revoked) = revoked else {
+        return Err(ApiError::invalid_token());
+    };
+    metrics.sessions_revoked.inc_by(revoked as u64);
+    Ok(Status::NoContent)
+}
+
+#[derive(Deserialize)]
+struct VerifyEmail {
+    token: String,
+}
+
+#[rocket::post("/verify-email", data = "<body>")]
+async fn verify_email(
+    db: &State<Db>,
+    mailer: &State<Mailer>,
+    client: ClientInfo,
+    body: JsonBody<VerifyEmail>,
+) -> ApiResult<Status> {
+    enabled(mailer)?;
+    let token = parse_token(&body.0.token)?;
+    let now = clock::now();
+    let verified = db
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                let Some(user_id) =
+                    MailToken::take(conn, MailKind::VerifyEmail, &token.hash(), now)?
+                else {
+                    return Ok(false);
+                };
+                if User::mark_email_verified(conn, &user_id, now)? > 0 {
+                    record(conn, &user_id, EventKind::EmailVerified, None, &client, now)?;
+                }
+                Ok(true)
+            })
+        })
+        .await?;
+    if verified {
+        Ok(Status::NoContent)
+    } else {
+        Err(ApiError::invalid_token())
+    }
+}
+
+/// A new verification mail for the signed-in account (202; nothing is sent when the address
+/// is verified already).
+#[rocket::post("/verify-email/resend")]
+async fn resend_verification(
+    db: &State<Db>,
+    mailer: &State<Mailer>,
+    current: CurrentSession,
+) -> ApiResult<(Status, RawJson<&'static str>)> {
+    enabled(mailer)?;
+    if current.user.email_verified_at.is_some() {
+        return Ok(accepted());
+    }
+    let user = current.user.clone();
+    let budgets = vec![(format!("resend:{}", user.id), RESENDS_PER_ACCOUNT)];
+    let now = clock::now();
+    let mailer = mailer.inner().clone();
+    let outbox = mailer.clone();
+    let prepared = db
+        .run(move |conn| {
+            let refused = throttle::take_budget(conn, &budgets, Duration::hours(1), now)?;
+            if let Some(seconds) = refused {
+                return Ok(Err(seconds));
+            }
+            Ok(Ok(mailer.prepare(
+                conn,
+                &user,
+                MailKind::VerifyEmail,
+                now,
+            )?))
+        })
+        .await?;
+    match prepared {
+        Err(seconds) => Err(ApiError::too_many_attempts(seconds)),
+        Ok(letter) => {
+            if let Some(letter) = letter {
+                outbox.send(letter);
+            }
+            Ok(accepted())
+        }
+    }
+}
