@@ -291,7 +291,7 @@ fn set_role(prog: &str, conn: &mut DbConnection, action: AdminAction) -> ExitCod
         AdminAction::Promote { email } => (email, Role::Admin),
         AdminAction::Demote { email } => (email, Role::User),
     };
-    let email = email.trim().to_lowercase();
+    let email = crate::api::auth::normalize_email(&email);
     match User::set_role(conn, &email, role, clock::now()).map_err(db::DbError::from) {
         Ok(1) => {
             println!("{email} is now {}", role.as_str());

@@ -840,6 +840,14 @@ impl Settings {
             }
         }
         let mail = mail_settings(raw.smtp_url, raw.mail_from, public_url.as_deref())?;
+        if raw.require_verified_email && mail.is_none() {
+            return Err(ConfigError {
+                key: "require_verified_email".into(),
+                problem: "needs `smtp_url` (with `mail_from` and `public_url`): without mail \
+                          no address can be verified and nobody could sign in"
+                    .into(),
+            });
+        }
         Ok(Settings {
             login_url,
             database,

@@ -418,6 +418,10 @@ fn mail_settings_are_checked_at_boot() {
             vec![("ROCKET_PUBLIC_URL", "auth.example.com")],
             "`public_url` must be",
         ),
+        (
+            vec![("ROCKET_REQUIRE_VERIFIED_EMAIL", "true")],
+            "`require_verified_email` needs `smtp_url`",
+        ),
     ] {
         let dir = std::env::temp_dir().join(format!("latchkey-mailcfg-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();

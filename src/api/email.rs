@@ -130,6 +130,16 @@ async fn confirm_reset(
     } = body.0;
     let token = parse_token(&token)?;
     check_fields(&[("new_password", password_problem(&new_password))])?;
+    // A link that cannot work costs one indexed read, never a password hash (which would let
+    // random tokens fill the hashing queue). `take` below is what accepts it.
+    let hash = token.hash();
+    let checked = clock::now();
+    if !db
+        .run(move |conn| MailToken::is_live(conn, MailKind::PasswordReset, &hash, checked))
+        .await?
+    {
+        return Err(ApiError::invalid_token());
+    }
     let slot = auth.hash_slot()?;
     let new_hash = slot.hash(new_password).await;
     drop(slot);

@@ -145,7 +145,17 @@ fn hashing_threads() -> &'static Sender<Job> {
                             Err(_) => return,
                         };
                         match job {
-                            Ok(job) => job(&mut blocks),
+                            // A job that panics (a bug) must not take the thread with it:
+                            // its caller gets no answer (a 500), everyone else goes on.
+                            Ok(job) => {
+                                let ran =
+                                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                        job(&mut blocks)
+                                    }));
+                                if ran.is_err() {
+                                    blocks = Vec::new();
+                                }
+                            }
                             Err(_) => return,
                         }
                     }
@@ -166,7 +176,9 @@ async fn on_hashing_thread<T: Send + 'static>(
     hashing_threads()
         .send(job)
         .expect("hashing threads live as long as the process");
-    answer.await.expect("a hashing job always replies")
+    answer
+        .await
+        .expect("a hashing job replies (unless it panicked: then this request fails alone)")
 }
 
 /// A hash of a password nobody knows, verified against when the email is unknown so that

@@ -10,5 +10,6 @@ CREATE TABLE mail_tokens (
     created_at TIMESTAMP NOT NULL,
     expires_at TIMESTAMP NOT NULL
 );
-CREATE INDEX mail_tokens_user_kind_idx ON mail_tokens (user_id, kind);
+-- One live link per account and kind.
+CREATE UNIQUE INDEX mail_tokens_user_kind_idx ON mail_tokens (user_id, kind);
 CREATE INDEX mail_tokens_expires_at_idx ON mail_tokens (expires_at);

@@ -5,6 +5,7 @@
 
 use chrono::{Duration, NaiveDateTime};
 use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 use crate::db::schema::mail_tokens;
 use crate::db::DbConnection;
@@ -32,7 +33,9 @@ impl MailKind {
 pub struct MailToken;
 
 impl MailToken {
-    /// Stores a new token of `kind` for the user, replacing any earlier one of that kind.
+    /// Stores a new token of `kind` for the user, replacing any earlier one of that kind. Two
+    /// at once for one account: the unique index on (user, kind) makes the later insert fail,
+    /// and it runs again, so exactly one link stays live.
     pub fn replace(
         conn: &mut DbConnection,
         user_id: &UserId,
@@ -41,24 +44,47 @@ impl MailToken {
         now: NaiveDateTime,
         lifetime: Duration,
     ) -> QueryResult<()> {
-        conn.transaction(|conn| {
-            diesel::delete(
-                mail_tokens::table
-                    .filter(mail_tokens::user_id.eq(user_id.as_str()))
-                    .filter(mail_tokens::kind.eq(kind.as_str())),
-            )
-            .execute(conn)?;
-            diesel::insert_into(mail_tokens::table)
-                .values((
-                    mail_tokens::token_hash.eq(hash.as_bytes()),
-                    mail_tokens::user_id.eq(user_id.as_str()),
-                    mail_tokens::kind.eq(kind.as_str()),
-                    mail_tokens::created_at.eq(now),
-                    mail_tokens::expires_at.eq(now + lifetime),
-                ))
-                .execute(conn)
-                .map(drop)
-        })
+        let mut attempt = || {
+            conn.transaction(|conn| {
+                diesel::delete(
+                    mail_tokens::table
+                        .filter(mail_tokens::user_id.eq(user_id.as_str()))
+                        .filter(mail_tokens::kind.eq(kind.as_str())),
+                )
+                .execute(conn)?;
+                diesel::insert_into(mail_tokens::table)
+                    .values((
+                        mail_tokens::token_hash.eq(hash.as_bytes()),
+                        mail_tokens::user_id.eq(user_id.as_str()),
+                        mail_tokens::kind.eq(kind.as_str()),
+                        mail_tokens::created_at.eq(now),
+                        mail_tokens::expires_at.eq(now + lifetime),
+                    ))
+                    .execute(conn)
+                    .map(drop)
+            })
+        };
+        match attempt() {
+            Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => attempt(),
+            other => other,
+        }
+    }
+
+    /// Whether a token of `kind` is there and unexpired (a cheap check before the expensive
+    /// work; [`MailToken::take`] is what accepts it).
+    pub fn is_live(
+        conn: &mut DbConnection,
+        kind: MailKind,
+        hash: &TokenHash,
+        now: NaiveDateTime,
+    ) -> QueryResult<bool> {
+        diesel::select(diesel::dsl::exists(
+            mail_tokens::table
+                .filter(mail_tokens::token_hash.eq(hash.as_bytes()))
+                .filter(mail_tokens::kind.eq(kind.as_str()))
+                .filter(mail_tokens::expires_at.gt(now)),
+        ))
+        .get_result(conn)
     }
 
     /// Uses a token: deletes it and returns its user when it was of `kind` and unexpired.
