@@ -12,6 +12,7 @@
 #     -P  PostgreSQL through PgBouncer in transaction mode (started here, as the postgres user,
 #         with pg_statement_cache = false)
 #     -q  login_queue_max for the server (default: the server's own, 256)
+#     -R  flood clients honour Retry-After on a 503 (default: they retry at once)
 #     -p  pool_size (default 4 × cores: enough for the 3 × cores async workers' inline reads;
 #         many more only add scheduling delay on a machine that also runs PostgreSQL and wrk)
 #
@@ -23,13 +24,13 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 backend=postgres sessions=100000 users=10000 dur=20s conns="16 64" login=0 flood=0 build=1
-bouncer=0 flood_conns=16 queue_max=""
+bouncer=0 flood_conns=16 queue_max="" polite=""
 pool=$(( 4 * $(nproc) ))
-while getopts "b:s:u:d:c:p:lfBPF:q:" o; do
+while getopts "b:s:u:d:c:p:lfBPF:q:R" o; do
   case "$o" in
     b) backend=$OPTARG ;; s) sessions=$OPTARG ;; u) users=$OPTARG ;; d) dur=$OPTARG ;;
     c) conns=$OPTARG ;; p) pool=$OPTARG ;; l) login=1 ;; f) flood=1 ;; B) build=0 ;;
-    P) bouncer=1 ;; F) flood_conns=$OPTARG ;; q) queue_max=$OPTARG ;;
+    P) bouncer=1 ;; F) flood_conns=$OPTARG ;; q) queue_max=$OPTARG ;; R) polite=polite ;;
     *) sed -n 2,22p "$0" >&2; exit 64 ;;
   esac
 done
@@ -149,7 +150,7 @@ if [ "$flood" = 1 ]; then
   kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
   extra_env+=("ROCKET_IP_MAX_FAILURES=1000000")
   start_server
-  python3 "$here/flood.py" "$base" "$users" "$flood_conns" "${dur%s}" > "$work/flood.txt" &
+  python3 "$here/flood.py" "$base" "$users" "$flood_conns" "${dur%s}" $polite > "$work/flood.txt" &
   flood_pid=$!
   sleep 1
   line="$(wrk_run 16 "$(( ${dur%s} - 2 ))s" "$base/api/auth/me" me "$work/cookies.txt")"
