@@ -93,6 +93,17 @@ fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     None
 }
 
+/// SIGTERM, then it must exit 0 within 10 s (its output is shown otherwise).
+fn stop_cleanly(child: &mut Child) {
+    sigterm(child);
+    let status = wait_for_exit(child, Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}: {}",
+        output(child)
+    );
+}
+
 fn sigterm(child: &Child) {
     let status = Command::new("kill")
         .arg("-TERM")
@@ -213,20 +224,14 @@ fn server_over_real_http(backend: Backend) {
     let page = ureq::get(&format!("{base}/")).call().unwrap();
     assert!(page.content_type().contains("html"));
     // Restart: the session survives.
-    sigterm(&server);
-    assert!(wait_for_exit(&mut server, Duration::from_secs(10))
-        .unwrap()
-        .success());
+    stop_cleanly(&mut server);
     let (mut server, base) = start_server(&scratch.0, &test_db.url);
     let me = ureq::get(&format!("{base}/api/auth/me"))
         .set("Cookie", &cookie)
         .call()
         .unwrap();
     assert_eq!(me.status(), 200);
-    sigterm(&server);
-    assert!(wait_for_exit(&mut server, Duration::from_secs(10))
-        .unwrap()
-        .success());
+    stop_cleanly(&mut server);
 }
 
 #[test]
