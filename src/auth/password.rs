@@ -269,12 +269,12 @@ impl HashSlot {
     }
 }
 
-/// Hashes on the calling thread (tools and tests; the server uses [`hash`]).
+/// Hashes on the calling thread (tools and tests; the server uses [`HashSlot::hash`]).
 pub fn hash_blocking(password: &str) -> String {
     hash_with(&mut Vec::new(), password)
 }
 
-/// Verifies on the calling thread (tools and tests; the server uses [`verify`]).
+/// Verifies on the calling thread (tools and tests; the server uses [`HashSlot::verify`]).
 pub fn verify_blocking(password: &str, phc: &str) -> bool {
     verify_with(&mut Vec::new(), password, phc)
 }
