@@ -96,12 +96,12 @@ impl Fairing for AccessLog {
             return;
         }
         let started = req.local_cache(|| RequestStart(Instant::now())).0;
-        let route = req.route().map(|r| r.uri.to_string());
+
         tracing::info!(
             target: "latchkey::access",
             method = req.method().as_str(),
             path = req.uri().path().as_str(),
-            route = route.as_deref().unwrap_or("-"),
+            route = req.route().map_or("-", |r| r.uri.as_str()),
             status = res.status().code,
             duration_ms = (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
             "request"

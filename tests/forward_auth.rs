@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::server::{agent, fetch, free_port, Server};
+use common::server::{agent, fetch, free_port, installed, Server};
 use common::{Auth, Backend, Harness, TestDb};
 use rocket::http::{Header, Status};
 use serde_json::json;
@@ -222,20 +222,12 @@ fn config(name: &str, dir: &Path, port: u16, latchkey: u16, app: u16) -> String 
 
 fn start_proxy(kind: &str, latchkey: u16, app: u16) -> Option<(Proxy, u16)> {
     let binary = if kind == "nginx" { "nginx" } else { "caddy" };
-    if Command::new("sh")
-        .args(["-c", &format!("command -v {binary}")])
-        .output()
-        .map_or(true, |o| !o.status.success())
-    {
-        assert!(
-            std::env::var("CI").is_err(),
-            "{binary} is required in CI (.ci/run installs it)"
-        );
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "*** SKIPPING the {kind} test: `{binary}` is not installed (apt-get install nginx-light caddy) ***"
-        );
+    let package = if kind == "nginx" {
+        "nginx-light"
+    } else {
+        "caddy"
+    };
+    if !installed(binary, package) {
         return None;
     }
     let dir =

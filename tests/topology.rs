@@ -12,32 +12,12 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::server::{fetch, free_port, Answer, Server, SERVER};
+use common::server::{fetch, free_port, installed, Answer, Server, SERVER};
 use common::{Backend, TestDb};
 use serde_json::{json, Value};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_latchkey-worker");
 const PASSWORD: &str = "correct horse battery";
-
-/// Whether `binary` can be run; outside CI a missing one skips the test loudly, in CI it fails.
-fn available(binary: &str, install: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {binary}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var("CI").is_err(),
-            "{binary} is required in CI (.ci/run installs {install})"
-        );
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "*** SKIPPING a topology test: `{binary}` is not installed (apt-get install {install}) ***"
-        );
-    }
-    found
-}
 
 /// A scratch directory the `postgres` user owns (PostgreSQL and PgBouncer refuse to run as
 /// root), removed at the end.
@@ -328,7 +308,7 @@ const NO_CACHE: (&str, &str) = ("ROCKET_PG_STATEMENT_CACHE", "false");
 
 #[test]
 fn every_feature_behind_pgbouncer_in_transaction_mode() {
-    if !available("pgbouncer", "pgbouncer") {
+    if !installed("pgbouncer", "pgbouncer") {
         return;
     }
     let Some(test_db) = TestDb::new(Backend::Postgres) else {
@@ -447,7 +427,7 @@ fn me_everywhere(servers: &[Server], cookie: &str) -> Vec<u16> {
 
 #[test]
 fn many_instances_behind_nginx_share_everything() {
-    if !available("nginx", "nginx-light") {
+    if !installed("nginx", "nginx-light") {
         return;
     }
     let Some(test_db) = TestDb::new(Backend::Postgres) else {
@@ -584,7 +564,7 @@ struct Count {
 
 #[test]
 fn failover_to_a_promoted_standby() {
-    if !available("runuser", "util-linux") || !available("psql", "postgresql-client") {
+    if !installed("runuser", "util-linux") || !installed("psql", "postgresql-client") {
         return;
     }
     if TestDb::new(Backend::Postgres).is_none() {

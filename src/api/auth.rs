@@ -237,8 +237,7 @@ async fn register(
     drop(slot);
     let policy = auth.policy;
     let now = clock::now();
-    let mailer_handle = mailer.inner().clone();
-    let mailer = mailer.inner().clone();
+    let preparer = mailer.inner().clone();
     let created = db
         .run(move |conn| {
             conn.transaction(|conn| {
@@ -267,7 +266,7 @@ async fn register(
                     &client,
                     now,
                 )?;
-                let letter = mailer.prepare(conn, &user, MailKind::VerifyEmail, now)?;
+                let letter = preparer.prepare(conn, &user, MailKind::VerifyEmail, now)?;
                 Ok((user, session, token, letter))
             })
         })
@@ -280,7 +279,7 @@ async fn register(
             let (user, session, token, letter) = other?;
             // Mail goes after the commit, and after the answer: the outbox sends it.
             if let Some(letter) = letter {
-                mailer_handle.send(letter);
+                mailer.send(letter);
             }
             (user, session, token)
         }

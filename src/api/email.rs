@@ -223,15 +223,14 @@ async fn resend_verification(
     let user = current.user.clone();
     let budgets = vec![(format!("resend:{}", user.id), RESENDS_PER_ACCOUNT)];
     let now = clock::now();
-    let mailer = mailer.inner().clone();
-    let outbox = mailer.clone();
+    let preparer = mailer.inner().clone();
     let prepared = db
         .run(move |conn| {
             let refused = throttle::take_budget(conn, &budgets, Duration::hours(1), now)?;
             if let Some(seconds) = refused {
                 return Ok(Err(seconds));
             }
-            Ok(Ok(mailer.prepare(
+            Ok(Ok(preparer.prepare(
                 conn,
                 &user,
                 MailKind::VerifyEmail,
@@ -243,7 +242,7 @@ async fn resend_verification(
         Err(seconds) => Err(ApiError::too_many_attempts(seconds)),
         Ok(letter) => {
             if let Some(letter) = letter {
-                outbox.send(letter);
+                mailer.send(letter);
             }
             Ok(accepted())
         }

@@ -38,10 +38,8 @@ pub struct LoginKeys {
 
 impl LoginKeys {
     pub fn new(normalized_email: &str, ip: Option<&str>) -> LoginKeys {
-        let digest = Sha256::digest(normalized_email.as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         LoginKeys {
-            email: format!("email:{hex}"),
+            email: format!("email:{}", hashed(normalized_email)),
             ip: ip.map(|ip| format!("ip:{ip}")),
         }
     }
@@ -154,9 +152,15 @@ pub fn take_budget(
 
 /// The key of `purpose`'s budget for an address (hashed, like the login keys).
 pub fn email_key(purpose: &str, normalized_email: &str) -> String {
-    let digest = Sha256::digest(normalized_email.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{purpose}-email:{hex}")
+    format!("{purpose}-email:{}", hashed(normalized_email))
+}
+
+/// An address as the counters' keys hold it: SHA-256 in hex, never the address itself.
+fn hashed(normalized_email: &str) -> String {
+    Sha256::digest(normalized_email.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Ends an address's failed-login streak (a password reset proved the owner).

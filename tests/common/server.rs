@@ -11,6 +11,27 @@ use serde_json::Value;
 
 pub const SERVER: &str = env!("CARGO_BIN_EXE_latchkey");
 
+/// Whether `binary` can be run. Outside CI a missing one skips the caller's test with a notice
+/// in the normal test output; in CI (`CI` set) it fails, since `.ci/run` installs `package`.
+pub fn installed(binary: &str, package: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {binary}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").is_err(),
+            "{binary} is required in CI (.ci/run installs {package})"
+        );
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "*** SKIPPING a test: `{binary}` is not installed (apt-get install {package}) ***"
+        );
+    }
+    found
+}
+
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
