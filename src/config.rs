@@ -228,6 +228,37 @@ pub struct Settings {
     pub email_verification_ttl: chrono::Duration,
     /// `require_verified_email`: refuse sign-in (403) until the address is verified.
     pub require_verified_email: bool,
+    /// `mfa_key`: the key TOTP secrets are sealed with before they are stored; `None` stores
+    /// them as they are (see `auth::mfa`).
+    pub mfa_key: Option<MfaKey>,
+}
+
+/// `mfa_key`: 32 bytes, written in base64 (`openssl rand -base64 32`). Never printed.
+#[derive(Clone)]
+pub struct MfaKey([u8; 32]);
+
+impl MfaKey {
+    /// The key from its base64 text (standard or URL-safe alphabet, padding optional).
+    pub fn parse(text: &str) -> Option<MfaKey> {
+        use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+        use base64::Engine;
+        let text = text.trim().trim_end_matches('=');
+        let bytes = STANDARD_NO_PAD
+            .decode(text)
+            .or_else(|_| URL_SAFE_NO_PAD.decode(text))
+            .ok()?;
+        bytes.try_into().ok().map(MfaKey)
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for MfaKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MfaKey(***)")
+    }
 }
 
 /// One configuration problem: the key and what is wrong with it, printed as one line.
@@ -282,6 +313,7 @@ struct Raw {
     password_reset_ttl: i64,
     email_verification_ttl: i64,
     require_verified_email: bool,
+    mfa_key: Option<String>,
 }
 
 impl Default for Raw {
@@ -318,6 +350,7 @@ impl Default for Raw {
             password_reset_ttl: 3600,
             email_verification_ttl: 2 * 86_400,
             require_verified_email: false,
+            mfa_key: None,
         }
     }
 }
@@ -513,6 +546,7 @@ pub const LATCHKEY_KEYS: &[&str] = &[
     "password_reset_ttl",
     "email_verification_ttl",
     "require_verified_email",
+    "mfa_key",
 ];
 
 /// Rocket's keys that its default configuration does not list (optional features, and the
@@ -848,7 +882,19 @@ impl Settings {
                     .into(),
             });
         }
+        let mfa_key = match raw.mfa_key.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(MfaKey::parse(text).ok_or_else(|| {
+                ConfigError {
+                    key: "mfa_key".into(),
+                    problem: "must be 32 bytes written in base64 (make one with \
+                          `openssl rand -base64 32`)"
+                        .into(),
+                }
+            })?),
+        };
         Ok(Settings {
+            mfa_key,
             login_url,
             database,
             pool_size,

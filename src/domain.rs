@@ -130,5 +130,8 @@ text_enum!(
         AccountDeleted => "account_deleted",
         PasswordReset => "password_reset",
         EmailVerified => "email_verified",
+        MfaEnabled => "mfa_enabled",
+        MfaDisabled => "mfa_disabled",
+        RecoveryCodeUsed => "recovery_code_used",
     }
 );

@@ -120,6 +120,12 @@ impl Fairing for Latchkey {
                 );
             }
         }
+        if settings.mfa_key.is_none() && !settings.debug_profile {
+            tracing::warn!(
+                "mfa_key is not set: TOTP secrets are stored in the database as they are; set it \
+                 (openssl rand -base64 32) so that a copy of the database alone gives no codes"
+            );
+        }
         let connect = settings.clone();
         let connected =
             rocket::tokio::task::spawn_blocking(move || Db::connect_and_migrate(&connect)).await;

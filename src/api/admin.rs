@@ -1,9 +1,12 @@
 //! `/api/admin/*`: session statistics, cleanup on demand, and one user's sessions.
 
+use diesel::Connection;
+use rocket::http::Status;
 use rocket::response::content::RawJson;
 use rocket::serde::json::Json;
 use rocket::{Route, State};
 
+use crate::api::auth::record;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::json::render;
 use crate::api::views::{CleanupDone, LastCleanup, Revoked, SessionList, SessionStats};
@@ -11,8 +14,9 @@ use crate::auth::guard::{AdminUser, CleanupCaller};
 use crate::cleanup::{self, CleanupOutcome};
 use crate::clock;
 use crate::config::Settings;
-use crate::db::models::session::counts;
-use crate::db::models::{CleanupRun, Session, User};
+use crate::db::models::second_factor;
+use crate::db::models::session::{counts, ClientInfo};
+use crate::db::models::{CleanupRun, EventKind, Session, User};
 use crate::db::Db;
 use crate::domain::UserId;
 use crate::metrics::Metrics;
@@ -22,7 +26,8 @@ pub fn routes() -> Vec<Route> {
         session_stats,
         cleanup_sessions,
         user_sessions,
-        revoke_user_sessions
+        revoke_user_sessions,
+        remove_user_mfa
     ]
 }
 
@@ -107,4 +112,38 @@ async fn revoke_user_sessions(
     tracing::info!(admin = %admin.user.id, user = %id, revoked, "admin revoked a user's sessions");
     metrics.sessions_revoked.inc_by(revoked as u64);
     Ok(Json(Revoked { revoked }))
+}
+
+/// Removes a user's second factor (someone who lost both their authenticator and their
+/// recovery codes). Their sessions are all revoked: whoever holds one now is not necessarily
+/// them. 204 also when the user had none.
+#[rocket::delete("/users/<id>/mfa")]
+async fn remove_user_mfa(
+    db: &State<Db>,
+    metrics: &State<Metrics>,
+    client: ClientInfo,
+    admin: AdminUser,
+    id: &str,
+) -> ApiResult<Status> {
+    let user = existing_user(db, id).await?;
+    let now = clock::now();
+    let revoked = db
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                let was_on = second_factor::disable(conn, &user.id, now)?;
+                second_factor::forget(conn, &user.id)?;
+                if !was_on {
+                    return Ok(None);
+                }
+                let revoked = Session::revoke_all(conn, &user.id, None)?;
+                record(conn, &user.id, EventKind::MfaDisabled, None, &client, now)?;
+                Ok(Some(revoked))
+            })
+        })
+        .await?;
+    if let Some(revoked) = revoked {
+        tracing::info!(admin = %admin.user.id, user = %id, revoked, "admin removed a user's second factor");
+        metrics.sessions_revoked.inc_by(revoked as u64);
+    }
+    Ok(Status::NoContent)
 }

@@ -15,7 +15,8 @@ use crate::api::error::{ApiError, ApiResult};
 use crate::api::json::{render, JsonBody};
 use crate::api::views::{NewToken, Refreshed, SessionView, UserView};
 use crate::auth::guard::{PresentedToken, Via};
-use crate::auth::{throttle, Authenticator, CurrentSession};
+use crate::auth::password::HashSlot;
+use crate::auth::{mfa, throttle, Authenticator, CurrentSession};
 use crate::clock;
 use crate::config::Settings;
 use crate::db::models::session::ClientInfo;
@@ -293,10 +294,53 @@ async fn register(
 struct LoginBody {
     email: String,
     password: String,
+    /// The second factor: a TOTP code or a recovery code, for accounts that have one.
+    #[serde(default)]
+    code: Option<String>,
 }
 
 /// What signing in touches: the pool, the session policy, the throttle settings, the counters.
 type SignInServices<'a> = (&'a Db, &'a Authenticator, &'a Settings, &'a Metrics);
+
+/// Why the sign-in transaction stopped without a session.
+enum SignInAbort {
+    /// The account went, its password changed, or its second factor was turned on, while its
+    /// password was checked.
+    Changed,
+    /// The second factor's code was wrong, replayed or used up.
+    WrongCode,
+    Db(DieselError),
+}
+
+impl From<DieselError> for SignInAbort {
+    fn from(e: DieselError) -> SignInAbort {
+        SignInAbort::Db(e)
+    }
+}
+
+/// A failed sign-in: the attempt already counts as a failure. Its event is written after the
+/// answer, so that a known account's failure takes no longer than an unknown one's.
+fn failed_sign_in(
+    db: &Db,
+    metrics: &Metrics,
+    user: Option<User>,
+    client: ClientInfo,
+    now: NaiveDateTime,
+) -> ApiError {
+    if let Some(user) = user {
+        let db = db.clone();
+        rocket::tokio::spawn(async move {
+            let recorded = db
+                .run(move |conn| record(conn, &user.id, EventKind::LoginFailed, None, &client, now))
+                .await;
+            if let Err(error) = recorded {
+                tracing::warn!(%error, "could not record a failed sign-in");
+            }
+        });
+    }
+    metrics.login("failure");
+    ApiError::invalid_credentials(Status::Unauthorized)
+}
 
 /// Checks credentials under the login throttle and opens a new session. `replace` is a
 /// session the client already had (fixation defence: it is revoked).
@@ -306,7 +350,12 @@ async fn sign_in(
     body: LoginBody,
     replace: Option<TokenHash>,
 ) -> ApiResult<(User, Session, SessionToken)> {
-    let email = normalize_email(&body.email);
+    let LoginBody {
+        email,
+        password,
+        code,
+    } = body;
+    let email = normalize_email(&email);
     check_fields(&[
         (
             "email",
@@ -314,12 +363,11 @@ async fn sign_in(
         ),
         (
             "password",
-            body.password.is_empty().then_some("Enter your password."),
+            password.is_empty().then_some("Enter your password."),
         ),
         (
             "password",
-            (body.password.len() > MAX_PASSWORD_BYTES)
-                .then_some("Password must be at most 1024 bytes."),
+            (password.len() > MAX_PASSWORD_BYTES).then_some("Password must be at most 1024 bytes."),
         ),
     ])?;
     // Before the throttle: a request shed here has not used up an attempt.
@@ -346,35 +394,14 @@ async fn sign_in(
         return Err(ApiError::too_many_attempts(seconds));
     }
     let verified = slot
-        .verify(
-            body.password,
-            user.as_ref().map(|u| u.password_hash.clone()),
-        )
+        .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
         .await;
     drop(slot);
     let policy = auth.policy;
     let now = clock::now();
     let user = match user {
         Some(user) if verified => user,
-        user => {
-            // The attempt already counts as a failure. Its event is written after the answer,
-            // so that a known account's failure takes no longer than an unknown one's.
-            if let Some(user) = user {
-                let db = db.clone();
-                rocket::tokio::spawn(async move {
-                    let recorded = db
-                        .run(move |conn| {
-                            record(conn, &user.id, EventKind::LoginFailed, None, &client, now)
-                        })
-                        .await;
-                    if let Err(error) = recorded {
-                        tracing::warn!(%error, "could not record a failed sign-in");
-                    }
-                });
-            }
-            metrics.login("failure");
-            return Err(ApiError::invalid_credentials(Status::Unauthorized));
-        }
+        user => return Err(failed_sign_in(db, metrics, user, client, now)),
     };
     if settings.require_verified_email && user.email_verified_at.is_none() {
         // The password was right (a wrong one is 401 first): the failure streak ends as for a
@@ -388,19 +415,36 @@ async fn sign_in(
         metrics.login("unverified");
         return Err(ApiError::email_unverified());
     }
+    // The second factor. Asking for it keeps the attempt counted as a failure: a right
+    // password alone never ends the streak, so the codes cannot be guessed between resets.
+    let code = code.filter(|c| !c.trim().is_empty());
+    if user.mfa_enabled() && code.is_none() {
+        metrics.login("mfa_required");
+        return Err(ApiError::mfa_required());
+    }
+    let second_factor = auth.second_factor.clone();
+    let checked = (user.password_hash.clone(), user.mfa_enabled_at);
     let signed_in = db
         .run(move |conn| {
-            conn.transaction(|conn| {
+            let outcome = conn.transaction(|conn| {
                 // Writes first: on SQLite this takes the write lock for the whole transaction.
                 throttle::record_success(conn, &keys, now)?;
-                // The account as it is now, locked until this commits. A deletion or a password
-                // change that committed since the password was checked fails this sign-in; one
-                // that comes later waits for it and then removes the new session with the rest.
-                if User::lock_password_hash(conn, &user.id)?.as_deref()
-                    != Some(user.password_hash.as_str())
-                {
-                    return Err(DieselError::RollbackTransaction);
+                // The account as it is now, locked until this commits. A deletion, a password
+                // change or a second factor turned on that committed since the password was
+                // checked fails this sign-in; one that comes later waits for it and then
+                // removes the new session with the rest.
+                if User::lock_credentials(conn, &user.id)?.as_ref() != Some(&checked) {
+                    return Err(SignInAbort::Changed);
                 }
+                let accepted = match (&checked.1, &code) {
+                    (Some(_), Some(code)) => {
+                        match second_factor.check_code(conn, &user.id, code, now)? {
+                            Some(accepted) => Some(accepted),
+                            None => return Err(SignInAbort::WrongCode),
+                        }
+                    }
+                    _ => None,
+                };
                 let revoked = match &replace {
                     Some(hash) => Session::revoke_by_token(conn, hash)?.is_some(),
                     None => false,
@@ -414,21 +458,40 @@ async fn sign_in(
                     &client,
                     now,
                 )?;
+                if accepted == Some(mfa::Accepted::RecoveryCode) {
+                    record(
+                        conn,
+                        &user.id,
+                        EventKind::RecoveryCodeUsed,
+                        Some(&session.id),
+                        &client,
+                        now,
+                    )?;
+                }
                 Ok((session, token, revoked))
+            });
+            Ok(match outcome {
+                Ok((session, token, revoked)) => Ok((user, session, token, revoked)),
+                Err(SignInAbort::Db(e)) => return Err(e),
+                Err(abort) => Err((abort, user, client)),
             })
-            .map(|(session, token, revoked)| (user, session, token, revoked))
         })
         .await;
     let (user, session, token, revoked) = match signed_in {
-        // The account went, or its password changed, while this sign-in was checked.
-        Err(DbError::Query(
-            DieselError::RollbackTransaction
-            | DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _),
-        )) => {
+        Ok(Ok(signed_in)) => signed_in,
+        Ok(Err((SignInAbort::WrongCode, user, client))) => {
+            return Err(failed_sign_in(db, metrics, Some(user), client, now))
+        }
+        // The account went, or its credentials changed, while this sign-in was checked.
+        Ok(Err(_))
+        | Err(DbError::Query(DieselError::DatabaseError(
+            DatabaseErrorKind::ForeignKeyViolation,
+            _,
+        ))) => {
             metrics.login("failure");
             return Err(ApiError::invalid_credentials(Status::Unauthorized));
         }
-        other => other?,
+        Err(e) => return Err(e.into()),
     };
     metrics.login("success");
     metrics.sessions_created.inc();
@@ -579,6 +642,24 @@ enum PasswordChanged {
     Token(Json<NewToken>),
 }
 
+/// Checks the signed-in user's current password (403 `invalid_credentials` when wrong), in a
+/// place of the hashing queue that the caller keeps for any hashing that follows.
+pub(crate) async fn confirm_password(
+    auth: &Authenticator,
+    current: &CurrentSession,
+    password: String,
+) -> ApiResult<HashSlot> {
+    let slot = auth.hash_slot()?;
+    if password.len() > MAX_PASSWORD_BYTES
+        || !slot
+            .verify(password, Some(current.user.password_hash.clone()))
+            .await
+    {
+        return Err(ApiError::invalid_credentials(Status::Forbidden));
+    }
+    Ok(slot)
+}
+
 #[derive(Deserialize)]
 struct PasswordBody {
     current_password: String,
@@ -600,14 +681,7 @@ async fn change_password(
         new_password,
     } = body.0;
     check_fields(&[("new_password", password_problem(&new_password))])?;
-    let slot = auth.hash_slot()?;
-    if current_password.len() > MAX_PASSWORD_BYTES
-        || !slot
-            .verify(current_password, Some(current.user.password_hash.clone()))
-            .await
-    {
-        return Err(ApiError::invalid_credentials(Status::Forbidden));
-    }
+    let slot = confirm_password(auth, &current, current_password).await?;
     let new_hash = slot.hash(new_password).await;
     drop(slot);
     let policy = auth.policy;
@@ -671,15 +745,7 @@ async fn delete_account(
     current: CurrentSession,
     body: JsonBody<DeleteAccountBody>,
 ) -> ApiResult<Status> {
-    let password = body.0.password;
-    let slot = auth.hash_slot()?;
-    if password.len() > MAX_PASSWORD_BYTES
-        || !slot
-            .verify(password, Some(current.user.password_hash.clone()))
-            .await
-    {
-        return Err(ApiError::invalid_credentials(Status::Forbidden));
-    }
+    drop(confirm_password(auth, &current, body.0.password).await?);
     let (user_id, session_id) = (current.user.id.clone(), current.session.id.clone());
     let now = clock::now();
     db.run(move |conn| {

@@ -145,6 +145,29 @@ impl ApiError {
         )
     }
 
+    /// The password was right, and the account asks for its second factor (`code`).
+    pub fn mfa_required() -> ApiError {
+        ApiError::new(
+            Status::Unauthorized,
+            "mfa_required",
+            "Enter the 6-digit code from your authenticator app, or a recovery code.",
+        )
+    }
+
+    /// Enrollment asked for while two-factor sign-in is already on.
+    pub fn mfa_already_enabled() -> ApiError {
+        ApiError::new(
+            Status::Conflict,
+            "mfa_already_enabled",
+            "Two-factor sign-in is already on. Turn it off first to set up a new authenticator.",
+        )
+    }
+
+    /// Confirming with no enrollment started, or turning off what is not on.
+    pub fn mfa_not_enabled(message: &str) -> ApiError {
+        ApiError::new(Status::Conflict, "mfa_not_enabled", message)
+    }
+
     /// A mail endpoint with no `smtp_url` configured.
     pub fn mail_off() -> ApiError {
         ApiError {

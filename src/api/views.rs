@@ -15,6 +15,7 @@ pub struct UserView<'a> {
     pub role: Role,
     pub created_at: Rfc3339,
     pub email_verified: bool,
+    pub mfa_enabled: bool,
 }
 
 impl<'a> From<&'a User> for UserView<'a> {
@@ -26,6 +27,7 @@ impl<'a> From<&'a User> for UserView<'a> {
             role: user.role,
             created_at: Rfc3339(user.created_at),
             email_verified: user.email_verified_at.is_some(),
+            mfa_enabled: user.mfa_enabled(),
         }
     }
 }

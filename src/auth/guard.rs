@@ -37,6 +37,8 @@ pub struct Authenticator {
     pub cross_site: CrossSiteCheck,
     /// The bounded queue every password hash goes through (`login_queue_max`).
     pub(crate) hashes: crate::auth::password::HashQueue,
+    /// TOTP and recovery codes (`mfa_key`).
+    pub(crate) second_factor: crate::auth::mfa::SecondFactor,
     cron_secret: Option<String>,
 }
 
@@ -53,6 +55,10 @@ impl Authenticator {
             cookie: SessionCookie::from_settings(settings),
             cross_site: CrossSiteCheck::from_settings(settings),
             hashes: crate::auth::password::HashQueue::new(settings.login_queue_max),
+            second_factor: crate::auth::mfa::SecondFactor::new(
+                settings.mfa_key.clone(),
+                settings.public_url.as_deref(),
+            ),
             cron_secret: settings.cron_secret.clone(),
         }
     }

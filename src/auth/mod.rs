@@ -1,12 +1,13 @@
 //! Authentication: password hashing, the session cookie, request guards, the shared session
-//! lookup, the cross-site check and login throttling. Knows the database layer (`db`) and
-//! nothing above it; its one error type is [`AuthError`].
+//! lookup, the cross-site check, login throttling and the second factor. Knows the database
+//! layer (`db`) and nothing above it; its one error type is [`AuthError`].
 
 pub mod cookies;
 pub mod csrf;
 mod error;
 pub mod guard;
 pub mod lookup;
+pub mod mfa;
 pub mod password;
 pub mod throttle;
 

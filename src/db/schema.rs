@@ -11,6 +11,24 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         email_verified_at -> Nullable<Timestamp>,
+        mfa_enabled_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    totp_factors (user_id) {
+        user_id -> Text,
+        secret -> Text,
+        last_step -> Nullable<BigInt>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    recovery_codes (code_hash) {
+        code_hash -> Binary,
+        user_id -> Text,
+        used_at -> Nullable<Timestamp>,
     }
 }
 
@@ -73,6 +91,8 @@ diesel::table! {
 
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(mail_tokens -> users (user_id));
+diesel::joinable!(totp_factors -> users (user_id));
+diesel::joinable!(recovery_codes -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -80,5 +100,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     security_events,
     login_throttles,
     cleanup_runs,
-    mail_tokens
+    mail_tokens,
+    totp_factors,
+    recovery_codes
 );

@@ -7,6 +7,7 @@
 // Needs /usr/bin/chromium (apt-get install chromium). LATCHKEY_BIN overrides the server binary.
 
 import { spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { createServer as createHttpServer } from "node:http";
@@ -83,6 +84,26 @@ async function shot(page, label, description) {
 
 async function sessionRows(page) {
   return page.locator("#sessions li").count();
+}
+
+
+// RFC 6238 (SHA-1, 6 digits, 30 s) from a base32 secret, as an authenticator app computes it:
+// the code of the step `offset` steps from now.
+function totp(base32, offset = 0) {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  let bits = "";
+  for (const c of base32.replace(/=+$/, "")) bits += alphabet.indexOf(c).toString(2).padStart(5, "0");
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 30_000) + offset));
+  const mac = createHmac("sha1", key).update(counter).digest();
+  const at = mac[mac.length - 1] & 15;
+  return String((mac.readUInt32BE(at) & 0x7fffffff) % 1_000_000).padStart(6, "0");
+}
+
+// Waits until the current 30-second step has at least 5 seconds left.
+async function steadyStep() {
+  while ((Date.now() / 1000) % 30 > 25) await new Promise((r) => setTimeout(r, 200));
 }
 
 const email = `e2e-${Date.now()}@example.com`;
@@ -325,6 +346,56 @@ try {
     await a.click("#login-submit");
     await a.locator("#sessions li").first().waitFor();
     await shot(a, "signed-in-after-reset", "signed in with the new password");
+  });
+
+  await step("two-factor sign-in: QR code, recovery codes, the code at sign-in, turning it off", async () => {
+    const newPassword = "a brand new password";
+    await a.fill("#mfa-password", newPassword);
+    await a.click("#mfa-begin");
+    await a.locator("#mfa-confirm-form").waitFor({ state: "visible" });
+    const drawn = await a.locator("#mfa-qr").evaluate((img) => img.complete && img.naturalWidth);
+    if (!(drawn >= 200)) throw new Error(`the QR code did not render (${drawn})`);
+    const secret = (await a.locator("#mfa-secret").textContent()).trim();
+    await shot(a, "mfa-enroll", "enrollment: the QR code and the key, waiting for the first code");
+    await a.fill("#mfa-confirm-code", "000000");
+    await a.click("#mfa-confirm");
+    await a.locator("#mfa-confirm-form .notice.error").waitFor();
+    await steadyStep();
+    await a.fill("#mfa-confirm-code", totp(secret));
+    await a.click("#mfa-confirm");
+    await a.locator("#mfa-codes").waitFor({ state: "visible" });
+    const codes = await a.locator("#mfa-code-list li").allTextContents();
+    if (codes.length !== 10) throw new Error(`expected 10 recovery codes, saw ${codes.length}`);
+    const download = a.waitForEvent("download");
+    await a.click("#mfa-download");
+    if ((await download).suggestedFilename() !== "latchkey-recovery-codes.txt") throw new Error("no download");
+    await shot(a, "mfa-recovery-codes", "two-factor on: the ten recovery codes, shown once");
+    await a.click("#mfa-done");
+    if ((await a.locator("#mfa-state").textContent()) !== "On") throw new Error("state is not On");
+    if (await a.locator("#mfa-code-list li").count()) throw new Error("codes still on the page");
+
+    await a.click("#logout");
+    await a.locator("#login-form").waitFor();
+    await a.fill("#login-email", email);
+    await a.fill("#login-password", newPassword);
+    await a.click("#login-submit");
+    await a.locator("#login-code").waitFor({ state: "visible" });
+    await shot(a, "mfa-sign-in", "right password: the page asks for the code");
+    await steadyStep();
+    await a.fill("#login-code", totp(secret, 1));
+    await a.click("#login-submit");
+    await a.locator("#sessions li").first().waitFor();
+    if (await a.locator("#login-code").isVisible()) throw new Error("code field still shown");
+
+    await a.fill("#mfa-disable-code", codes[0]);
+    await a.click("#mfa-disable");
+    await a.locator("#mfa-begin-form .notice.ok").waitFor();
+    if ((await a.locator("#mfa-state").textContent()) !== "Off") throw new Error("state is not Off");
+    const kinds = await a.locator("#events li .event-type").allTextContents();
+    for (const kind of ["Two-factor sign-in turned off", "Recovery code used", "Two-factor sign-in turned on"]) {
+      if (!kinds.includes(kind)) throw new Error(`no "${kind}" event: ${kinds}`);
+    }
+    await shot(a, "mfa-off", "turned off with a recovery code; the events list it");
   });
 } catch (error) {
   failed = true;

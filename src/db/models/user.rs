@@ -32,6 +32,9 @@ pub struct User {
     pub updated_at: NaiveDateTime,
     /// When a mailed link showed the address is the user's (UTC); `None` until then.
     pub email_verified_at: Option<NaiveDateTime>,
+    /// When the second factor was turned on (UTC); `None` while sign-in needs only the
+    /// password.
+    pub mfa_enabled_at: Option<NaiveDateTime>,
 }
 
 impl fmt::Debug for User {
@@ -48,6 +51,11 @@ impl User {
         self.role == Role::Admin
     }
 
+    /// Whether sign-in asks for a second factor.
+    pub fn mfa_enabled(&self) -> bool {
+        self.mfa_enabled_at.is_some()
+    }
+
     pub fn find_by_id(conn: &mut DbConnection, id: &UserId) -> QueryResult<Option<User>> {
         users::table
             .find(id.as_str())
@@ -56,11 +64,17 @@ impl User {
             .optional()
     }
 
-    /// The account's password hash, locked until the caller's transaction ends (PostgreSQL:
+    /// The account's credentials as they are now (the password hash, and when the second
+    /// factor was turned on), locked until the caller's transaction ends (PostgreSQL:
     /// `FOR UPDATE`; SQLite: the caller has already written, which holds the database's one
     /// write lock). `None` when the account is gone.
-    pub fn lock_password_hash(conn: &mut DbConnection, id: &UserId) -> QueryResult<Option<String>> {
-        let query = users::table.find(id.as_str()).select(users::password_hash);
+    pub fn lock_credentials(
+        conn: &mut DbConnection,
+        id: &UserId,
+    ) -> QueryResult<Option<(String, Option<NaiveDateTime>)>> {
+        let query = users::table
+            .find(id.as_str())
+            .select((users::password_hash, users::mfa_enabled_at));
         match conn {
             DbConnection::Postgres(pg) => query.for_update().first(pg).optional(),
             DbConnection::Sqlite(sqlite) => query.first(sqlite).optional(),

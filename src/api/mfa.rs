@@ -1,0 +1,272 @@
+//! Two-factor sign-in (SPEC §9): enrolling a TOTP authenticator, confirming it (which turns it
+//! on, hands out the recovery codes and signs out the user's other sessions), and turning it
+//! off with a code. Sign-in's side is in `api::auth::sign_in`; the admin's removal in
+//! `api::admin`.
+//!
+//! Each of these first writes the user's row, so that on both backends it holds the row until
+//! it commits: an enrollment, a confirmation, a removal and a sign-in of one account take
+//! turns (see `db::models::second_factor`).
+
+use chrono::Duration;
+use diesel::result::Error as DieselError;
+use diesel::Connection;
+use rocket::http::Status;
+use rocket::response::content::RawJson;
+use rocket::{Route, State};
+use serde::{Deserialize, Serialize};
+
+use crate::api::auth::{confirm_password, record};
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::json::{render, JsonBody};
+use crate::auth::mfa::{new_recovery_codes, Accepted};
+use crate::auth::{throttle, Authenticator, CurrentSession};
+use crate::clock;
+use crate::db::models::second_factor::{self, RecoveryCode, TotpFactor};
+use crate::db::models::session::ClientInfo;
+use crate::db::models::{EventKind, Session};
+use crate::db::Db;
+use crate::metrics::Metrics;
+
+/// `POST /mfa/totp`, `POST /mfa/totp/confirm`, `DELETE /mfa/totp`, to mount under `/api/auth`.
+pub fn routes() -> Vec<Route> {
+    rocket::routes![begin, confirm, turn_off]
+}
+
+/// Codes an account may try in an hour when confirming or turning off its second factor: a
+/// stolen session must not be able to guess its way to turning the factor off.
+const CODE_CHECKS_PER_HOUR: i32 = 10;
+
+/// Codes are short; anything longer is not one and is not looked at.
+const MAX_CODE_LEN: usize = 64;
+
+#[derive(Deserialize)]
+struct PasswordBody {
+    password: String,
+}
+
+#[derive(Deserialize)]
+struct CodeBody {
+    code: String,
+}
+
+#[derive(Serialize)]
+struct Enrolled {
+    /// Base32, for typing into an authenticator app.
+    secret: String,
+    otpauth_uri: String,
+    /// The `otpauth_uri` as a QR code (an SVG document), for scanning.
+    qr_svg: String,
+}
+
+#[derive(Serialize)]
+struct RecoveryCodes {
+    recovery_codes: Vec<String>,
+}
+
+/// Why a second-factor transaction stopped (both roll it back).
+enum Stop {
+    /// The answer to give.
+    Refused(ApiError),
+    Db(DieselError),
+}
+
+impl From<DieselError> for Stop {
+    fn from(e: DieselError) -> Stop {
+        Stop::Db(e)
+    }
+}
+
+/// A transaction's outcome, with a database error passed on as one.
+fn settle<T>(outcome: Result<T, Stop>) -> diesel::QueryResult<Result<T, ApiError>> {
+    match outcome {
+        Ok(value) => Ok(Ok(value)),
+        Err(Stop::Refused(answer)) => Ok(Err(answer)),
+        Err(Stop::Db(e)) => Err(e),
+    }
+}
+
+fn qr_svg(uri: &str) -> String {
+    match qrcode::QrCode::new(uri.as_bytes()) {
+        Ok(code) => code
+            .render::<qrcode::render::svg::Color<'_>>()
+            .min_dimensions(200, 200)
+            .build(),
+        // An otpauth URI is far below a QR code's capacity; the page shows the secret anyway.
+        Err(_) => String::new(),
+    }
+}
+
+/// Takes one code check out of the account's hourly budget (429 when it is spent); a code
+/// too long to be one is refused after that, without a look.
+async fn take_code_check(db: &Db, current: &CurrentSession, code: &str) -> ApiResult<()> {
+    let budgets = vec![(
+        format!("mfa-user:{}", current.user.id),
+        CODE_CHECKS_PER_HOUR,
+    )];
+    let now = clock::now();
+    let refused = db
+        .run(move |conn| throttle::take_budget(conn, &budgets, Duration::hours(1), now))
+        .await?;
+    match refused {
+        Some(seconds) => Err(ApiError::too_many_attempts(seconds)),
+        None if code.len() > MAX_CODE_LEN => Err(wrong_code()),
+        None => Ok(()),
+    }
+}
+
+fn wrong_code() -> ApiError {
+    ApiError::invalid_credentials(Status::Forbidden)
+}
+
+/// Starts an enrollment: a new secret, not required at sign-in until a code confirms it. A
+/// second call replaces an unconfirmed one.
+#[rocket::post("/mfa/totp", data = "<body>")]
+async fn begin(
+    db: &State<Db>,
+    auth: &State<Authenticator>,
+    current: CurrentSession,
+    body: JsonBody<PasswordBody>,
+) -> ApiResult<RawJson<String>> {
+    if current.user.mfa_enabled() {
+        return Err(ApiError::mfa_already_enabled());
+    }
+    drop(confirm_password(auth, &current, body.0.password).await?);
+    let enrollment = auth
+        .second_factor
+        .enroll(&current.user.id, &current.user.email);
+    let (user_id, sealed) = (current.user.id.clone(), enrollment.sealed);
+    let now = clock::now();
+    let begun = db
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                if !second_factor::claim_for_enrollment(conn, &user_id, now)? {
+                    return Ok(false);
+                }
+                TotpFactor::begin(conn, &user_id, &sealed, now)?;
+                Ok(true)
+            })
+        })
+        .await?;
+    if !begun {
+        return Err(ApiError::mfa_already_enabled());
+    }
+    render(&Enrolled {
+        qr_svg: qr_svg(&enrollment.otpauth_uri),
+        secret: enrollment.secret_base32,
+        otpauth_uri: enrollment.otpauth_uri,
+    })
+}
+
+/// Confirms the enrollment with a code from the app: the second factor is on, the recovery
+/// codes are shown (this once), and every other session of the user is revoked.
+#[rocket::post("/mfa/totp/confirm", data = "<body>")]
+async fn confirm(
+    db: &State<Db>,
+    auth: &State<Authenticator>,
+    metrics: &State<Metrics>,
+    client: ClientInfo,
+    current: CurrentSession,
+    body: JsonBody<CodeBody>,
+) -> ApiResult<RawJson<String>> {
+    if current.user.mfa_enabled() {
+        return Err(ApiError::mfa_already_enabled());
+    }
+    let code = body.0.code;
+    take_code_check(db, &current, &code).await?;
+    let second_factor = auth.second_factor.clone();
+    let (user_id, session_id) = (current.user.id.clone(), current.session.id.clone());
+    let now = clock::now();
+    let confirmed = db
+        .run(move |conn| {
+            let outcome = conn.transaction(|conn| {
+                if !second_factor::enable(conn, &user_id, now)? {
+                    return Err(Stop::Refused(ApiError::mfa_already_enabled()));
+                }
+                if TotpFactor::find(conn, &user_id)?.is_none() {
+                    return Err(Stop::Refused(ApiError::mfa_not_enabled(
+                        "Start setting up two-factor sign-in first.",
+                    )));
+                }
+                if !second_factor.check_totp(conn, &user_id, &code, now)? {
+                    return Err(Stop::Refused(wrong_code()));
+                }
+                let (codes, hashes) = new_recovery_codes(&user_id);
+                RecoveryCode::replace_all(conn, &user_id, &hashes)?;
+                let revoked = Session::revoke_all(conn, &user_id, Some(&session_id))?;
+                record(
+                    conn,
+                    &user_id,
+                    EventKind::MfaEnabled,
+                    Some(&session_id),
+                    &client,
+                    now,
+                )?;
+                Ok((codes, revoked))
+            });
+            settle(outcome)
+        })
+        .await?;
+    let (recovery_codes, revoked) = confirmed?;
+    metrics.sessions_revoked.inc_by(revoked as u64);
+    render(&RecoveryCodes { recovery_codes })
+}
+
+/// Turns the second factor off with a code (TOTP or recovery). The user's other sessions are
+/// revoked, as for any change of how the account signs in.
+#[rocket::delete("/mfa/totp", data = "<body>")]
+async fn turn_off(
+    db: &State<Db>,
+    auth: &State<Authenticator>,
+    metrics: &State<Metrics>,
+    client: ClientInfo,
+    current: CurrentSession,
+    body: JsonBody<CodeBody>,
+) -> ApiResult<Status> {
+    if !current.user.mfa_enabled() {
+        return Err(ApiError::mfa_not_enabled("Two-factor sign-in is not on."));
+    }
+    let code = body.0.code;
+    take_code_check(db, &current, &code).await?;
+    let second_factor = auth.second_factor.clone();
+    let (user_id, session_id) = (current.user.id.clone(), current.session.id.clone());
+    let now = clock::now();
+    let turned_off = db
+        .run(move |conn| {
+            let outcome = conn.transaction(|conn| {
+                if !second_factor::disable(conn, &user_id, now)? {
+                    return Err(Stop::Refused(ApiError::mfa_not_enabled(
+                        "Two-factor sign-in is not on.",
+                    )));
+                }
+                let Some(accepted) = second_factor.check_code(conn, &user_id, &code, now)? else {
+                    return Err(Stop::Refused(wrong_code()));
+                };
+                second_factor::forget(conn, &user_id)?;
+                let revoked = Session::revoke_all(conn, &user_id, Some(&session_id))?;
+                if accepted == Accepted::RecoveryCode {
+                    record(
+                        conn,
+                        &user_id,
+                        EventKind::RecoveryCodeUsed,
+                        Some(&session_id),
+                        &client,
+                        now,
+                    )?;
+                }
+                record(
+                    conn,
+                    &user_id,
+                    EventKind::MfaDisabled,
+                    Some(&session_id),
+                    &client,
+                    now,
+                )?;
+                Ok(revoked)
+            });
+            settle(outcome)
+        })
+        .await?;
+    let revoked = turned_off?;
+    metrics.sessions_revoked.inc_by(revoked as u64);
+    Ok(Status::NoContent)
+}
