@@ -120,15 +120,6 @@ impl RecoveryCode {
         .execute(conn)?;
         Ok(changed == 1)
     }
-
-    /// The user's unused codes.
-    pub fn remaining(conn: &mut DbConnection, user_id: &UserId) -> QueryResult<i64> {
-        recovery_codes::table
-            .filter(recovery_codes::user_id.eq(user_id.as_str()))
-            .filter(recovery_codes::used_at.is_null())
-            .count()
-            .get_result(conn)
-    }
 }
 
 /// Turns the second factor on: sign-in asks for a code from now. False when it was already on
