@@ -17,7 +17,7 @@ use crate::auth::throttle;
 use crate::clock;
 use crate::config::{Backend, Settings};
 use crate::db::models::throttle::Throttle;
-use crate::db::models::{new_id, CleanupRun, MailToken, SecurityEvent, Session};
+use crate::db::models::{new_id, CleanupRun, MailToken, OidcLogin, SecurityEvent, Session};
 use crate::db::{self, Db, DbConnection, DbError, CLEANUP_LOCK_KEY};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +95,7 @@ fn clean(
     report.events_deleted = SecurityEvent::delete_older_than(conn, retention_cutoff)? as i64;
     CleanupRun::delete_older_than(conn, retention_cutoff)?;
     MailToken::delete_expired(conn, started_at)?;
+    OidcLogin::delete_expired(conn, started_at)?;
     report.duration_ms = timer.elapsed().as_millis() as i64;
     CleanupRun {
         id: new_id(),

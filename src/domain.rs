@@ -133,5 +133,7 @@ text_enum!(
         MfaEnabled => "mfa_enabled",
         MfaDisabled => "mfa_disabled",
         RecoveryCodeUsed => "recovery_code_used",
+        IdentityLinked => "identity_linked",
+        IdentityUnlinked => "identity_unlinked",
     }
 );

@@ -156,6 +156,7 @@ impl Fairing for Latchkey {
             })
             .manage(authenticator)
             .manage(mailer)
+            .manage(crate::auth::oidc::OidcProviders::start(&settings))
             .manage(db)
             .manage(metrics)
             .manage(settings);

@@ -318,6 +318,20 @@ fn sign_in_asks_for_a_code_and_takes_each_once(backend: Backend) {
         (spent.status, spent.code().as_str()),
         (401, "invalid_credentials")
     );
+    // It says the code is wrong, not the password.
+    let said = spent.json()["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        said.contains("code") && !said.contains("password"),
+        "{said}"
+    );
+    assert!(
+        wrong_password.body.contains("password"),
+        "{}",
+        wrong_password.body
+    );
     let ahead = code_at(&secret, 1);
     let signed_in = site.token(email, Some(&ahead));
     assert_eq!(signed_in.status, 200, "{}", signed_in.body);

@@ -21,7 +21,9 @@ use crate::clock;
 use crate::config::Settings;
 use crate::db::models::session::ClientInfo;
 use crate::db::models::MailKind;
-use crate::db::models::{EventKind, NewEvent, NewUser, Role, SecurityEvent, Session, User};
+use crate::db::models::{
+    EventKind, NewEvent, NewUser, Role, SecurityEvent, Session, SessionPolicy, User,
+};
 use crate::db::{Db, DbConnection, DbError};
 use crate::domain::{SessionId, UserId};
 use crate::mail::Mailer;
@@ -184,9 +186,42 @@ pub(crate) fn record(
     )
 }
 
+/// A new session for a user who has just shown who they are (a password, a provider), as
+/// every sign-in makes it: the session the browser's cookie named revoked first (fixation
+/// defence), event `login`, and `recovery_code_used` when the second factor was one. Returns
+/// the session, its token, and whether a session was revoked. In the caller's transaction.
+pub(crate) fn open_session(
+    conn: &mut DbConnection,
+    policy: &SessionPolicy,
+    user_id: &UserId,
+    client: &ClientInfo,
+    replace: Option<&TokenHash>,
+    accepted: Option<mfa::Accepted>,
+    now: NaiveDateTime,
+) -> diesel::QueryResult<(Session, SessionToken, bool)> {
+    let revoked = match replace {
+        Some(hash) => Session::revoke_by_token(conn, hash)?.is_some(),
+        None => false,
+    };
+    let (session, token) = Session::create(conn, policy, user_id, client, now)?;
+    record(
+        conn,
+        user_id,
+        EventKind::Login,
+        Some(&session.id),
+        client,
+        now,
+    )?;
+    if accepted == Some(mfa::Accepted::RecoveryCode) {
+        let used = EventKind::RecoveryCodeUsed;
+        record(conn, user_id, used, Some(&session.id), client, now)?;
+    }
+    Ok((session, token, revoked))
+}
+
 /// The session a browser's cookie names, which a new sign-in replaces (session fixation
 /// defence). Only a cookie can be fixed on a victim; bearer clients manage their own tokens.
-fn replaced_cookie_session(presented: PresentedToken) -> Option<TokenHash> {
+pub(crate) fn replaced_cookie_session(presented: PresentedToken) -> Option<TokenHash> {
     match presented.0 {
         Some((token, Via::Cookie)) => Some(token.hash()),
         _ => None,
@@ -249,10 +284,11 @@ async fn register(
                         id: &id,
                         email: &email,
                         name: &name,
-                        password_hash: &password_hash,
+                        password_hash: Some(&password_hash),
                         role: Role::User,
                         created_at: now,
                         updated_at: now,
+                        email_verified_at: None,
                     },
                 )?;
                 if let Some(hash) = &replace {
@@ -394,7 +430,10 @@ async fn sign_in(
         return Err(ApiError::too_many_attempts(seconds));
     }
     let verified = slot
-        .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
+        .verify(
+            password,
+            user.as_ref().and_then(|u| u.password_hash.clone()),
+        )
         .await;
     drop(slot);
     let policy = auth.policy;
@@ -445,29 +484,15 @@ async fn sign_in(
                     }
                     _ => None,
                 };
-                let revoked = match &replace {
-                    Some(hash) => Session::revoke_by_token(conn, hash)?.is_some(),
-                    None => false,
-                };
-                let (session, token) = Session::create(conn, &policy, &user.id, &client, now)?;
-                record(
+                let (session, token, revoked) = open_session(
                     conn,
+                    &policy,
                     &user.id,
-                    EventKind::Login,
-                    Some(&session.id),
                     &client,
+                    replace.as_ref(),
+                    accepted,
                     now,
                 )?;
-                if accepted == Some(mfa::Accepted::RecoveryCode) {
-                    record(
-                        conn,
-                        &user.id,
-                        EventKind::RecoveryCodeUsed,
-                        Some(&session.id),
-                        &client,
-                        now,
-                    )?;
-                }
                 Ok((session, token, revoked))
             });
             Ok(match outcome {
@@ -480,7 +505,8 @@ async fn sign_in(
     let (user, session, token, revoked) = match signed_in {
         Ok(Ok(signed_in)) => signed_in,
         Ok(Err((SignInAbort::WrongCode, user, client))) => {
-            return Err(failed_sign_in(db, metrics, Some(user), client, now))
+            drop(failed_sign_in(db, metrics, Some(user), client, now));
+            return Err(ApiError::wrong_code(Status::Unauthorized));
         }
         // The account went, or its credentials changed, while this sign-in was checked.
         Ok(Err(_))
@@ -642,27 +668,44 @@ enum PasswordChanged {
     Token(Json<NewToken>),
 }
 
-/// Checks the signed-in user's current password (403 `invalid_credentials` when wrong), in a
-/// place of the hashing queue that the caller keeps for any hashing that follows.
+/// How recent a session of an account without a password must be to stand in for the
+/// password: such an account has just shown the provider who it is.
+pub(crate) const FRESH_SIGN_IN: chrono::Duration = chrono::Duration::minutes(10);
+
+/// Checks the signed-in user's current password (403 `invalid_credentials` when wrong or
+/// missing), in a place of the hashing queue that the caller keeps for any hashing that
+/// follows. An account without a password (it signs in with a provider) has no password to
+/// give: its session must instead be at most [`FRESH_SIGN_IN`] old (403
+/// `reauthentication_required`).
 pub(crate) async fn confirm_password(
     auth: &Authenticator,
     current: &CurrentSession,
-    password: String,
+    password: Option<String>,
 ) -> ApiResult<HashSlot> {
     let slot = auth.hash_slot()?;
-    if password.len() > MAX_PASSWORD_BYTES
-        || !slot
-            .verify(password, Some(current.user.password_hash.clone()))
-            .await
-    {
-        return Err(ApiError::invalid_credentials(Status::Forbidden));
+    match &current.user.password_hash {
+        Some(hash) => {
+            let password = password.unwrap_or_default();
+            if password.is_empty()
+                || password.len() > MAX_PASSWORD_BYTES
+                || !slot.verify(password, Some(hash.clone())).await
+            {
+                return Err(ApiError::invalid_credentials(Status::Forbidden));
+            }
+        }
+        None if clock::now() - current.session.created_at > FRESH_SIGN_IN => {
+            return Err(ApiError::reauthentication_required());
+        }
+        None => {}
     }
     Ok(slot)
 }
 
 #[derive(Deserialize)]
 struct PasswordBody {
-    current_password: String,
+    /// Absent for an account that has no password yet (see [`confirm_password`]).
+    #[serde(default)]
+    current_password: Option<String>,
     new_password: String,
 }
 
@@ -733,7 +776,8 @@ async fn change_password(
 
 #[derive(Deserialize)]
 struct DeleteAccountBody {
-    password: String,
+    #[serde(default)]
+    password: Option<String>,
 }
 
 #[rocket::delete("/account", data = "<body>")]

@@ -154,6 +154,37 @@ impl ApiError {
         )
     }
 
+    /// A second-factor code that is wrong, replayed or used up: 401 at sign-in, 403 to confirm
+    /// a change while signed in. Same code as a wrong password (`invalid_credentials`), with
+    /// words about the code.
+    pub fn wrong_code(status: Status) -> ApiError {
+        ApiError::new(
+            status,
+            "invalid_credentials",
+            "That code is not right, or it was already used. Try the newest code.",
+        )
+    }
+
+    /// An account without a password (it signs in with an OpenID provider) confirms a change
+    /// by a recent sign-in instead: its session is older than that.
+    pub fn reauthentication_required() -> ApiError {
+        ApiError::new(
+            Status::Forbidden,
+            "reauthentication_required",
+            "This account has no password. Sign out, sign in again with your provider, \
+             and retry within 10 minutes.",
+        )
+    }
+
+    /// Unlinking the provider that is the account's last way to sign in.
+    pub fn last_sign_in_method() -> ApiError {
+        ApiError::new(
+            Status::Conflict,
+            "last_sign_in_method",
+            "This is your only way to sign in. Set a password or link another provider first.",
+        )
+    }
+
     /// Enrollment asked for while two-factor sign-in is already on.
     pub fn mfa_already_enabled() -> ApiError {
         ApiError::new(

@@ -25,6 +25,7 @@ use crate::db::models::second_factor::{self, RecoveryCode, TotpFactor};
 use crate::db::models::session::ClientInfo;
 use crate::db::models::{EventKind, Session};
 use crate::db::Db;
+use crate::domain::UserId;
 use crate::metrics::Metrics;
 
 /// `POST /mfa/totp`, `POST /mfa/totp/confirm`, `DELETE /mfa/totp`, to mount under `/api/auth`.
@@ -41,7 +42,9 @@ const MAX_CODE_LEN: usize = 64;
 
 #[derive(Deserialize)]
 struct PasswordBody {
-    password: String,
+    /// Absent for an account without a password (see `confirm_password`).
+    #[serde(default)]
+    password: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -98,11 +101,8 @@ fn qr_svg(uri: &str) -> String {
 
 /// Takes one code check out of the account's hourly budget (429 when it is spent); a code
 /// too long to be one is refused after that, without a look.
-async fn take_code_check(db: &Db, current: &CurrentSession, code: &str) -> ApiResult<()> {
-    let budgets = vec![(
-        format!("mfa-user:{}", current.user.id),
-        CODE_CHECKS_PER_HOUR,
-    )];
+pub(crate) async fn take_code_check(db: &Db, user_id: &UserId, code: &str) -> ApiResult<()> {
+    let budgets = vec![(format!("mfa-user:{user_id}"), CODE_CHECKS_PER_HOUR)];
     let now = clock::now();
     let refused = db
         .run(move |conn| throttle::take_budget(conn, &budgets, Duration::hours(1), now))
@@ -115,7 +115,7 @@ async fn take_code_check(db: &Db, current: &CurrentSession, code: &str) -> ApiRe
 }
 
 fn wrong_code() -> ApiError {
-    ApiError::invalid_credentials(Status::Forbidden)
+    ApiError::wrong_code(Status::Forbidden)
 }
 
 /// Starts an enrollment: a new secret, not required at sign-in until a code confirms it. A
@@ -172,7 +172,7 @@ async fn confirm(
         return Err(ApiError::mfa_already_enabled());
     }
     let code = body.0.code;
-    take_code_check(db, &current, &code).await?;
+    take_code_check(db, &current.user.id, &code).await?;
     let second_factor = auth.second_factor.clone();
     let (user_id, session_id) = (current.user.id.clone(), current.session.id.clone());
     let now = clock::now();
@@ -226,7 +226,7 @@ async fn turn_off(
         return Err(ApiError::mfa_not_enabled("Two-factor sign-in is not on."));
     }
     let code = body.0.code;
-    take_code_check(db, &current, &code).await?;
+    take_code_check(db, &current.user.id, &code).await?;
     let second_factor = auth.second_factor.clone();
     let (user_id, session_id) = (current.user.id.clone(), current.session.id.clone());
     let now = clock::now();

@@ -8,6 +8,7 @@ pub mod email;
 pub mod error;
 pub mod json;
 pub mod mfa;
+pub mod oidc;
 pub mod ops;
 pub mod sessions;
 pub mod verify;
@@ -24,6 +25,7 @@ pub fn mount(rocket: Rocket<Build>, base: &str) -> Rocket<Build> {
         .mount(format!("{base}/auth"), verify::routes())
         .mount(format!("{base}/auth"), email::routes())
         .mount(format!("{base}/auth"), mfa::routes())
+        .mount(format!("{base}/auth"), oidc::routes())
         .mount(base, sessions::event_routes())
         .mount(format!("{base}/admin"), admin::routes())
         .mount(base, ops::health_routes())

@@ -16,6 +16,8 @@ pub struct UserView<'a> {
     pub created_at: Rfc3339,
     pub email_verified: bool,
     pub mfa_enabled: bool,
+    /// False for an account made by a provider sign-in that has not set a password.
+    pub has_password: bool,
 }
 
 impl<'a> From<&'a User> for UserView<'a> {
@@ -28,6 +30,7 @@ impl<'a> From<&'a User> for UserView<'a> {
             created_at: Rfc3339(user.created_at),
             email_verified: user.email_verified_at.is_some(),
             mfa_enabled: user.mfa_enabled(),
+            has_password: user.has_password(),
         }
     }
 }

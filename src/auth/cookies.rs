@@ -9,6 +9,10 @@ use crate::config::{SameSite, Settings};
 use crate::db::models::Session;
 use crate::token::SessionToken;
 
+/// How long a provider sign-in may take, from the start to the callback (or to the second
+/// factor's code after it).
+pub const FLOW_COOKIE_SECONDS: i64 = 600;
+
 /// The session cookie's name and attributes.
 #[derive(Debug, Clone)]
 pub struct SessionCookie {
@@ -66,6 +70,35 @@ impl SessionCookie {
 
     pub fn clear(&self, jar: &CookieJar<'_>) {
         jar.add(self.removal());
+    }
+
+    /// The cookie that binds a provider sign-in to the browser that started it (its value is
+    /// the `state` sent to the provider): HttpOnly, ten minutes, and always `SameSite=Lax`,
+    /// because it must come back with the provider's redirect, a cross-site navigation. Named
+    /// after the session cookie (`{name}_oidc`), so a `__Host-` prefix carries over.
+    pub fn set_flow(&self, jar: &CookieJar<'_>, state: &str) {
+        let mut cookie = self.build(state.to_string());
+        cookie.set_name(self.flow_name());
+        cookie.set_same_site(CookieSameSite::Lax);
+        cookie.set_max_age(Duration::seconds(FLOW_COOKIE_SECONDS));
+        jar.add(cookie);
+    }
+
+    /// The flow cookie's value, if the request has one.
+    pub fn read_flow(&self, jar: &CookieJar<'_>) -> Option<String> {
+        jar.get(&self.flow_name()).map(|c| c.value().to_string())
+    }
+
+    /// Drops the flow cookie (a callback uses it once).
+    pub fn clear_flow(&self, jar: &CookieJar<'_>) {
+        let mut cookie = self.removal();
+        cookie.set_name(self.flow_name());
+        cookie.set_same_site(CookieSameSite::Lax);
+        jar.add(cookie);
+    }
+
+    fn flow_name(&self) -> String {
+        format!("{}_oidc", self.name)
     }
 
     /// The raw session cookie value, if the request has one.

@@ -1,5 +1,5 @@
 //! Authentication: password hashing, the session cookie, request guards, the shared session
-//! lookup, the cross-site check, login throttling and the second factor. Knows the database
+//! lookup, the cross-site check, login throttling, the second factor and OpenID providers. Knows the database
 //! layer (`db`) and nothing above it; its one error type is [`AuthError`].
 
 pub mod cookies;
@@ -8,6 +8,7 @@ mod error;
 pub mod guard;
 pub mod lookup;
 pub mod mfa;
+pub mod oidc;
 pub mod password;
 pub mod throttle;
 

@@ -259,9 +259,35 @@ pub fn run_migrations(conn: &mut DbConnection) -> Result<usize, String> {
                     .map_err(|e| DieselError::QueryBuilderError(e.to_string().into()))
             })
             .map_err(|e| describe(e.to_string().into())),
-        DbConnection::Sqlite(sqlite) => sqlite
-            .immediate_transaction(|c| c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()))
-            .map_err(describe),
+        // Foreign keys off while they run (a table rebuild would otherwise cascade the old
+        // table's deletion to its children), checked before the commit, and on again after.
+        DbConnection::Sqlite(sqlite) => {
+            let set_foreign_keys = |c: &mut SqliteConnection, on: bool| {
+                c.batch_execute(if on {
+                    "PRAGMA foreign_keys = ON;"
+                } else {
+                    "PRAGMA foreign_keys = OFF;"
+                })
+                .map_err(|e| format!("migration failed: {e}"))
+            };
+            set_foreign_keys(sqlite, false)?;
+            let ran = sqlite
+                .immediate_transaction(|c| {
+                    let ran = c.run_pending_migrations(SQLITE_MIGRATIONS)?.len();
+                    let broken: i64 =
+                        diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+                            "(SELECT count(*) FROM pragma_foreign_key_check)",
+                        ))
+                        .get_result(c)?;
+                    if broken > 0 {
+                        return Err(format!("{broken} rows break a foreign key").into());
+                    }
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(ran)
+                })
+                .map_err(describe);
+            set_foreign_keys(sqlite, true)?;
+            ran
+        }
     }
 }
 

@@ -6,7 +6,7 @@ diesel::table! {
         id -> Text,
         email -> Text,
         name -> Text,
-        password_hash -> Text,
+        password_hash -> Nullable<Text>,
         role -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
@@ -29,6 +29,31 @@ diesel::table! {
         code_hash -> Binary,
         user_id -> Text,
         used_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    identities (id) {
+        id -> Text,
+        user_id -> Text,
+        provider -> Text,
+        issuer -> Text,
+        subject -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    oidc_logins (state_hash) {
+        state_hash -> Binary,
+        provider -> Text,
+        nonce -> Text,
+        pkce_verifier -> Text,
+        return_to -> Text,
+        link_session_id -> Nullable<Text>,
+        mfa_user_id -> Nullable<Text>,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
     }
 }
 
@@ -93,6 +118,7 @@ diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(mail_tokens -> users (user_id));
 diesel::joinable!(totp_factors -> users (user_id));
 diesel::joinable!(recovery_codes -> users (user_id));
+diesel::joinable!(identities -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -102,5 +128,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     cleanup_runs,
     mail_tokens,
     totp_factors,
-    recovery_codes
+    recovery_codes,
+    identities,
+    oidc_logins
 );

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod oidc;
 pub mod server;
 pub mod smtp;
 
@@ -135,10 +136,11 @@ pub fn insert_user(
         id: &id,
         email,
         name: "N",
-        password_hash: "not-a-hash",
+        password_hash: Some("not-a-hash"),
         role: latchkey::domain::Role::User,
         created_at: now,
         updated_at: now,
+        email_verified_at: None,
     };
     latchkey::db::models::User::insert(conn, &new).expect("insert user")
 }

@@ -57,10 +57,24 @@ impl Server {
 
     /// Any binary that serves latchkey's API (the server, or an example application).
     pub fn start_binary(binary: &Path, database_url: &str, extra_env: &[(&str, &str)]) -> Server {
+        Server::start_binary_on(binary, free_port(), database_url, extra_env)
+    }
+
+    /// The server on a port chosen beforehand (its `public_url` must name it).
+    pub fn start_on(port: u16, database_url: &str, extra_env: &[(&str, &str)]) -> Server {
+        let binary = std::env::var("LATCHKEY_TEST_SERVER").unwrap_or_else(|_| SERVER.into());
+        Server::start_binary_on(Path::new(&binary), port, database_url, extra_env)
+    }
+
+    fn start_binary_on(
+        binary: &Path,
+        port: u16,
+        database_url: &str,
+        extra_env: &[(&str, &str)],
+    ) -> Server {
         let dir =
             std::env::temp_dir().join(format!("latchkey-rel-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let port = free_port();
         let mut cmd = Command::new(binary);
         cmd.current_dir(&dir)
             .env("DATABASE_URL", database_url)

@@ -3,8 +3,9 @@
 // sign in as the same person; the first signs the second out. A screenshot is taken at each
 // step into a folder printed at the start.
 //
-// Run: cargo build --release && (cd tests/e2e && npm ci && npm test)
+// Run: cargo build --release && (cd tests/oidc && npm ci) && (cd tests/e2e && npm ci && npm test)
 // Needs /usr/bin/chromium (apt-get install chromium). LATCHKEY_BIN overrides the server binary.
+// The OpenID provider is tests/oidc/provider.mjs (oidc-provider), started here on a free port.
 
 import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
@@ -180,6 +181,28 @@ async function mailedToken(kind, after) {
   throw new Error(`no ${kind} mail arrived`);
 }
 
+// A real OpenID provider (tests/oidc/provider.mjs), for "Sign in with Test Provider".
+const opPort = await freePort();
+const issuer = `http://127.0.0.1:${opPort}`;
+const provider = spawn(process.execPath, [join(root, "tests", "oidc", "provider.mjs")], {
+  env: {
+    ...process.env, PORT: String(opPort), CLIENT_ID: "latchkey-e2e", CLIENT_SECRET: "an-e2e-client-secret",
+    REDIRECT_URIS: `${base}/api/auth/oidc/test/callback`, KEY_ID: "e2e",
+  },
+  stdio: ["ignore", "ignore", "inherit"],
+});
+async function waitForProvider() {
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    if (provider.exitCode !== null) throw new Error(`the OpenID provider exited with ${provider.exitCode}`);
+    try {
+      if ((await fetch(`${issuer}/.well-known/openid-configuration`)).ok) return;
+    } catch { /* not up yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error("the OpenID provider did not come up");
+}
+
 const server = spawn(serverBin, [], {
   cwd: dataDir,
   env: {
@@ -190,6 +213,7 @@ const server = spawn(serverBin, [], {
     ROCKET_SMTP_URL: `smtp://127.0.0.1:${smtpPort}`,
     ROCKET_MAIL_FROM: "latchkey <auth@example.test>",
     ROCKET_PUBLIC_URL: base,
+    ROCKET_OIDC_PROVIDERS: `[{id="test",name="Test Provider",issuer="${issuer}",client_id="latchkey-e2e",client_secret="an-e2e-client-secret"}]`,
   },
   stdio: ["ignore", "ignore", "inherit"],
 });
@@ -197,6 +221,7 @@ const server = spawn(serverBin, [], {
 let first, second;
 let failed = false;
 try {
+  await waitForProvider();
   await waitForHealth(base, server);
   first = await profile("first", { width: 1100, height: 900 });
   second = await profile("second", { width: 375, height: 812 });
@@ -397,6 +422,45 @@ try {
     }
     await shot(a, "mfa-off", "turned off with a recovery code; the events list it");
   });
+
+  await step("OpenID provider: link it, sign in with it, unlink it", async () => {
+    // Signed in with the password: link the provider from the account page.
+    await a.locator('#link-buttons a[data-provider="test"]').click();
+    await a.locator('input[name="login"]').waitFor();
+    await shot(a, "oidc-provider-form", "the provider's own sign-in form");
+    await a.fill('input[name="login"]', "e2e-person");
+    await a.fill('input[name="password"]', "anything");
+    await a.click('button[type="submit"]');
+    await a.locator("#identities li").first().waitFor();
+    const linked = await a.locator("#identities li").allTextContents();
+    if (!linked[0].includes("Test Provider")) throw new Error(`identities: ${linked}`);
+    await shot(a, "oidc-linked", "the provider is linked; its link button is gone");
+    // Signed out, the login form offers the provider; it signs in to the same account.
+    await a.click("#logout");
+    await a.locator('#oidc-buttons a[data-provider="test"]').waitFor();
+    await shot(a, "oidc-sign-in-button", "the login form with Sign in with Test Provider");
+    await a.locator('#oidc-buttons a[data-provider="test"]').click();
+    const form = a.locator('input[name="login"]');
+    const account = a.locator("#who-email");
+    await Promise.race([form.waitFor(), account.waitFor()]);
+    if (await form.isVisible()) {
+      await a.fill('input[name="login"]', "e2e-person");
+      await a.fill('input[name="password"]', "anything");
+      await a.click('button[type="submit"]');
+    }
+    await account.waitFor();
+    if ((await account.textContent()) !== email) throw new Error("signed in to another account");
+    const kinds = await a.locator("#events li .event-type").allTextContents();
+    if (!kinds.includes("Sign-in provider linked")) throw new Error(`no link event: ${kinds}`);
+    await a.locator("#identities li button").click();
+    await a.locator("#identities-notice.ok").waitFor();
+    if (await a.locator("#identities li").count()) throw new Error("still linked");
+    // An error from a sign-in is explained on the page.
+    await a.goto(`${base}/?oidc_error=link_required`);
+    const told = await a.locator("#page-notice").textContent();
+    if (!told.includes("already exists")) throw new Error(`notice: ${told}`);
+    await shot(a, "oidc-error", "a provider sign-in's error explained on the page");
+  });
 } catch (error) {
   failed = true;
 } finally {
@@ -407,6 +471,7 @@ try {
     }
   }
   server.kill("SIGTERM");
+  provider.kill("SIGTERM");
   for (const site of sites) site.close();
   smtp.close();
   rmSync(dataDir, { recursive: true, force: true });

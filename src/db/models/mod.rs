@@ -3,6 +3,7 @@
 
 pub mod cleanup_run;
 pub mod event;
+pub mod identity;
 pub mod mail_token;
 pub mod second_factor;
 pub mod session;
@@ -11,6 +12,7 @@ pub mod user;
 
 pub use cleanup_run::CleanupRun;
 pub use event::{EventKind, NewEvent, SecurityEvent};
+pub use identity::{Identity, OidcLogin};
 pub use mail_token::{MailKind, MailToken};
 pub use second_factor::{RecoveryCode, TotpFactor};
 pub use session::{Session, SessionPolicy};

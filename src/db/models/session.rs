@@ -302,6 +302,21 @@ impl Session {
         Ok((deleted == 1).then_some(session))
     }
 
+    /// The user of a session that is still there and unexpired.
+    pub fn live_user(
+        conn: &mut DbConnection,
+        id: &SessionId,
+        now: NaiveDateTime,
+    ) -> QueryResult<Option<UserId>> {
+        let user: Option<String> = sessions::table
+            .find(id.as_str())
+            .filter(sessions::expires_at.gt(now))
+            .select(sessions::user_id)
+            .first(conn)
+            .optional()?;
+        Ok(user.map(UserId::from))
+    }
+
     /// Deletes one of `user_id`'s sessions; `false` when there is no such session of theirs.
     pub fn revoke(
         conn: &mut DbConnection,

@@ -21,8 +21,9 @@ pub struct User {
     pub email: String,
     /// The display name.
     pub name: String,
-    /// Argon2id PHC string; never shown by the API.
-    pub password_hash: String,
+    /// Argon2id PHC string; never shown by the API. `None` for an account made by an OpenID
+    /// provider's sign-in that has not set a password.
+    pub password_hash: Option<String>,
     /// `user` or `admin`.
     #[diesel(deserialize_as = String)]
     pub role: Role,
@@ -51,6 +52,11 @@ impl User {
         self.role == Role::Admin
     }
 
+    /// Whether the account can sign in with a password.
+    pub fn has_password(&self) -> bool {
+        self.password_hash.is_some()
+    }
+
     /// Whether sign-in asks for a second factor.
     pub fn mfa_enabled(&self) -> bool {
         self.mfa_enabled_at.is_some()
@@ -71,7 +77,7 @@ impl User {
     pub fn lock_credentials(
         conn: &mut DbConnection,
         id: &UserId,
-    ) -> QueryResult<Option<(String, Option<NaiveDateTime>)>> {
+    ) -> QueryResult<Option<Credentials>> {
         let query = users::table
             .find(id.as_str())
             .select((users::password_hash, users::mfa_enabled_at));
@@ -101,6 +107,7 @@ impl User {
                 users::role.eq(new.role.as_str()),
                 users::created_at.eq(new.created_at),
                 users::updated_at.eq(new.updated_at),
+                users::email_verified_at.eq(new.email_verified_at),
             ))
             .execute(conn)?;
         users::table
@@ -125,6 +132,14 @@ impl User {
             .execute(conn)?;
         crate::db::models::MailToken::void_all(conn, id)?;
         Ok(changed)
+    }
+
+    /// Writes the account's row (its `updated_at`) to hold it until the caller's transaction
+    /// ends: on SQLite a write is what takes the lock (see [`User::lock_credentials`]).
+    pub fn touch(conn: &mut DbConnection, id: &UserId, now: NaiveDateTime) -> QueryResult<usize> {
+        diesel::update(users::table.find(id.as_str()))
+            .set(users::updated_at.eq(now))
+            .execute(conn)
     }
 
     /// Records that the address is the user's (once: the first time stays).
@@ -165,8 +180,14 @@ pub struct NewUser<'a> {
     pub id: &'a UserId,
     pub email: &'a str,
     pub name: &'a str,
-    pub password_hash: &'a str,
+    /// `None`: the account signs in through an OpenID provider only.
+    pub password_hash: Option<&'a str>,
     pub role: Role,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// Set when the address is already known to be the user's (a provider said so).
+    pub email_verified_at: Option<NaiveDateTime>,
 }
+
+/// What a sign-in checked: the password hash, and when the second factor was turned on.
+pub type Credentials = (Option<String>, Option<NaiveDateTime>);
