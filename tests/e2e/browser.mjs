@@ -454,6 +454,8 @@ try {
     if (!kinds.includes("Sign-in provider linked")) throw new Error(`no link event: ${kinds}`);
     await a.locator("#identities li button").click();
     await a.locator("#identities-notice.ok").waitFor();
+    // The list is drawn again once the account has reloaded.
+    await a.locator("#identities li").first().waitFor({ state: "detached", timeout: 10_000 });
     if (await a.locator("#identities li").count()) throw new Error("still linked");
     // An error from a sign-in is explained on the page.
     await a.goto(`${base}/?oidc_error=link_required`);
