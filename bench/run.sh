@@ -3,7 +3,7 @@
 # sessions (precomputed rows, not Argon2 logins), starts the server on 127.0.0.1 and runs wrk.
 #
 #   bench/run.sh [-b postgres|sqlite] [-s SESSIONS] [-u USERS] [-d DURATION] [-c "16 64"] [-l] [-f] [-B]
-#                [-P] [-F CONNS] [-q LOGIN_QUEUE_MAX]
+#                [-P] [-F CONNS] [-q LOGIN_QUEUE_MAX] [-V] [-p POOL] [-L RUST_LOG]
 #     -b  backend (default postgres)          -s  live sessions in the table (default 100000)
 #     -u  accounts (default 10000)            -d  wrk duration per run (default 20s)
 #     -c  connection counts for /me           -l  also measure POST /api/auth/login (c=16)
@@ -13,9 +13,11 @@
 #         with pg_statement_cache = false)
 #     -q  login_queue_max for the server (default: the server's own, 256)
 #     -R  flood clients honour Retry-After on a 503 (default: they retry at once)
-#     -p  pool_size (default 4 × cores: enough for the 3 × cores async workers' inline reads;
-#         many more only add scheduling delay on a machine that also runs PostgreSQL and wrk)
+#     -p  pool_size (default: the server's own default, as a user gets it)
+#     -L  RUST_LOG for the server (default: unset, the server's own `info`, access lines included)
+#     -V  also measure GET /api/auth/verify (forward auth) at each connection count
 #
+# LATCHKEY_BIN runs another build (say, the one before a change) instead of target/release.
 # Prints one line per measurement:
 #   me c=16 rps=… p50_ms=… p99_ms=… errors=0 rss_mb=…
 # wrk draws cookies at random from 10,000 sessions. PostgreSQL is reached as
@@ -24,12 +26,12 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 backend=postgres sessions=100000 users=10000 dur=20s conns="16 64" login=0 flood=0 build=1
-bouncer=0 flood_conns=16 queue_max="" polite=""
-pool=$(( 4 * $(nproc) ))
-while getopts "b:s:u:d:c:p:lfBPF:q:R" o; do
+bouncer=0 flood_conns=16 queue_max="" polite="" pool="" rust_log="" verify=0
+while getopts "b:s:u:d:c:p:L:lfBPF:q:RV" o; do
   case "$o" in
     b) backend=$OPTARG ;; s) sessions=$OPTARG ;; u) users=$OPTARG ;; d) dur=$OPTARG ;;
-    c) conns=$OPTARG ;; p) pool=$OPTARG ;; l) login=1 ;; f) flood=1 ;; B) build=0 ;;
+    c) conns=$OPTARG ;; p) pool=$OPTARG ;; L) rust_log=$OPTARG ;; V) verify=1 ;;
+    l) login=1 ;; f) flood=1 ;; B) build=0 ;;
     P) bouncer=1 ;; F) flood_conns=$OPTARG ;; q) queue_max=$OPTARG ;; R) polite=polite ;;
     *) sed -n 2,22p "$0" >&2; exit 64 ;;
   esac
@@ -63,9 +65,11 @@ esac
 
 extra_env=()
 [ -n "$queue_max" ] && extra_env+=("ROCKET_LOGIN_QUEUE_MAX=$queue_max")
+[ -n "$pool" ] && extra_env+=("ROCKET_POOL_SIZE=$pool")
+[ -n "$rust_log" ] && extra_env+=("RUST_LOG=$rust_log")
 start_server() {
-  (cd "$work" && exec env DATABASE_URL="$url" ROCKET_PORT="$port" ROCKET_POOL_SIZE="$pool" RUST_LOG=warn "${extra_env[@]}" \
-    "$root/target/release/latchkey" > "$work/server.log" 2>&1) &
+  (cd "$work" && exec env DATABASE_URL="$url" ROCKET_PORT="$port" "${extra_env[@]}" \
+    "${LATCHKEY_BIN:-$root/target/release/latchkey}" > "$work/server.log" 2>&1) &
   server_pid=$!
   for _ in $(seq 1 100); do curl -fs "$base/api/health" >/dev/null 2>&1 && return 0; sleep 0.2; done
   echo "server did not start" >&2; exit 1
@@ -113,7 +117,7 @@ unix_socket_dir =
 auth_type = trust
 auth_file = $work/users.txt
 pool_mode = transaction
-default_pool_size = $pool
+default_pool_size = ${pool:-16}
 max_client_conn = 1000
 ignore_startup_parameters = extra_float_digits
 logfile = $work/pgbouncer.log
@@ -136,7 +140,11 @@ wrk_run() { # CONNS DURATION URL MODE ARG
 for c in $conns; do
   wrk_run "$c" 5s "$base/api/auth/me" me "$work/cookies.txt" >/dev/null   # warm-up
   line="$(wrk_run "$c" "$dur" "$base/api/auth/me" me "$work/cookies.txt")"
-  echo "me backend=$backend via=$via sessions=$sessions pool=$pool c=$c $line rss_mb=$(rss_mb) peak_rss_mb=$(peak_mb)"
+  echo "me backend=$backend via=$via sessions=$sessions pool=${pool:-default} c=$c $line rss_mb=$(rss_mb) peak_rss_mb=$(peak_mb)"
+  if [ "$verify" = 1 ]; then
+    line="$(wrk_run "$c" "$dur" "$base/api/auth/verify" me "$work/cookies.txt")"
+    echo "verify backend=$backend via=$via sessions=$sessions pool=${pool:-default} c=$c $line rss_mb=$(rss_mb) peak_rss_mb=$(peak_mb)"
+  fi
 done
 
 if [ "$login" = 1 ]; then

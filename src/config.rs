@@ -168,9 +168,8 @@ pub struct Settings {
     pub pool_size: u32,
     /// `pool_timeout_ms`: how long a request waits for a connection before 503.
     pub pool_timeout: Duration,
-    /// How many async workers may run a read themselves at once (see `Db::read_inline`): one,
-    /// the session lookup's single lane (`auth::lookup`), or none with a single worker, which
-    /// must never block.
+    /// Connections kept back from `Db::run` (at most one): the session lookup's thread
+    /// (`auth::lookup`) takes one of its own; `Db::read_inline` runs in that slot.
     pub inline_reads: usize,
     /// `session_idle_timeout`.
     pub session_idle_timeout: chrono::Duration,
@@ -504,11 +503,13 @@ pub fn with_plain_variables(figment: &Figment) -> Figment {
         .merge(Env::raw().only(&["DATABASE_URL", "CRON_SECRET"]).global())
 }
 
-/// Rocket's async workers: three per core rather than Rocket's one, because the worker running
-/// the session lookup inline (`Db::read_inline`) waits for the database meanwhile. (Measured on
-/// 2 cores with PostgreSQL local, /me at c=64: 4 workers ~20k per second, 6 workers ~25k.)
+/// Rocket's async workers: one per core, Rocket's own default. None of them ever waits for the
+/// database (the session lookup has its own thread, `auth::lookup`; other queries run on the
+/// blocking pool). Measured on 2 cores with PostgreSQL local, /me at c=16 and c=64: 2, 3, 4
+/// and 6 workers all within the run-to-run noise (13–15k and 19–23k per second); fewer
+/// threads use less memory.
 pub fn default_workers() -> usize {
-    3 * std::thread::available_parallelism().map_or(1, |n| n.get())
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn positive(key: &str, value: i64) -> Result<i64, ConfigError> {
@@ -898,10 +899,10 @@ impl Settings {
                 Backend::Sqlite => 4,
             },
         };
-        let workers = match raw.workers {
-            Some(n) => positive("workers", n)?.min(1024) as usize,
-            None => default_workers(),
-        };
+        // Checked here too, so that a bad value is one clear line (Rocket reads the number).
+        if let Some(n) = raw.workers {
+            positive("workers", n)?;
+        }
         let pool_timeout =
             Duration::from_millis(positive("pool_timeout_ms", raw.pool_timeout_ms)? as u64);
         let cookie_same_site = match raw.cookie_same_site.to_ascii_lowercase().as_str() {
@@ -1026,7 +1027,7 @@ impl Settings {
             database,
             pool_size,
             pool_timeout,
-            inline_reads: usize::from(workers > 1),
+            inline_reads: 1,
             session_idle_timeout: idle,
             session_absolute_timeout: absolute,
             session_touch_interval: seconds("session_touch_interval", raw.session_touch_interval)?,

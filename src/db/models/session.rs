@@ -162,21 +162,24 @@ impl Session {
     }
 
     /// The sessions holding any of these tokens, with their users, in one query: each row comes
-    /// with its token hash so the caller can hand it back to whoever asked. Sessions that
-    /// expired by `now` are left out.
+    /// with its token hash so the caller can hand it back to whoever asked. Expired sessions
+    /// are returned too (at most one row per token): the caller compares `expires_at` with its
+    /// own "now".
     pub fn resolve_many(
         conn: &mut DbConnection,
         hashes: &[&[u8]],
-        now: NaiveDateTime,
     ) -> QueryResult<Vec<(Vec<u8>, Session, User)>> {
         // On the concrete connection for the same reason as `resolve`. PostgreSQL binds the
         // list as one array (`= ANY($1)`), so one prepared statement serves every batch size.
+        // The token is the only condition: PostgreSQL plans a prepared statement once for any
+        // parameters, and with an `expires_at > $2` beside it that generic plan walked the
+        // expiry index over every live session and filtered by token (0.8 ms for 8 lookups
+        // among 1,000 sessions, where the token index takes 0.05 ms).
         macro_rules! query {
             () => {
                 sessions::table
                     .inner_join(users::table)
                     .filter(sessions::token_hash.eq_any(hashes))
-                    .filter(sessions::expires_at.gt(now))
                     .select((
                         sessions::token_hash,
                         Session::as_select(),
