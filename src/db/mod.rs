@@ -15,17 +15,18 @@
 //!
 //! And two inside latchkey, each for one caller:
 //!
-//! - `Db::read_inline`, the session lookup's lane alone: one short indexed read run on the
-//!   calling async worker when a warm connection is free for it (this saves two thread
-//!   hand-offs, a large part of a lookup on two cores), else like `run`.
+//! - `Db::read_inline`: one short indexed read run on the calling async worker when a warm
+//!   connection is free for it, else like `run`, in the slot kept back from `run`. The
+//!   session lookup used it until it got a thread of its own (`auth::lookup`, which takes
+//!   that slot's connection through `run_blocking`); only the store tests call it now.
 //! - `Db::run_detached`, for writes nobody waits for (the rolling expiry touch): started in
 //!   the background through `run`, or dropped when too many are already in flight.
 //!
 //! Async callers first take a permit from a FIFO semaphore, so each blocking task finds a free
 //! connection at once (r2d2's own queue is unfair under load: a few requests starve for
-//! hundreds of ms). The pool is split: the lookup lane keeps its connections for itself, and
-//! everything else shares the rest, so writes filling the pool never make authenticated reads
-//! wait.
+//! hundreds of ms). The pool is split: one connection is kept back from `run` for the session
+//! lookup's thread, and everything else shares the rest, so writes filling the pool never
+//! make authenticated reads wait.
 
 pub mod models;
 pub mod schema;
@@ -524,11 +525,9 @@ impl Db {
         self.with_connection(f, Instant::now() + self.wait)
     }
 
-    /// The session lookup's lane (module documentation). Waits for an inline slot, first come
-    /// first served; runs `f` here when a warm idle connection is free, else on the blocking
-    /// pool still holding the slot. At most `inline_reads` async workers (never all of
-    /// Rocket's) are ever inside one, so the others keep serving while a slow database holds
-    /// it. Only for one short indexed statement.
+    /// A read in the slot kept back from `run` (module documentation). Waits for the slot,
+    /// first come first served; runs `f` here when a warm idle connection is free, else on the
+    /// blocking pool still holding the slot. Only for one short indexed statement.
     #[doc(hidden)] // public for the store tests; host code uses `run`
     pub async fn read_inline<T, F>(&self, f: F) -> Result<T, DbError>
     where
