@@ -110,9 +110,14 @@ impl From<DbError> for Failure {
 
 /// The page, with the failure's code for it to explain.
 fn to_page(settings: &Settings, failure: Failure) -> Redirect {
+    page_with(settings, &format!("oidc_error={}", failure.code()))
+}
+
+/// The page (`login_url`, else `/`) with `query` added to its own.
+fn page_with(settings: &Settings, query: &str) -> Redirect {
     let page = settings.login_url.as_deref().unwrap_or("/");
     let join = if page.contains('?') { '&' } else { '?' };
-    Redirect::found(format!("{page}{join}oidc_error={}", failure.code()))
+    Redirect::found(format!("{page}{join}{query}"))
 }
 
 /// `return_to` kept to a path on this origin; anything else is `/`.
@@ -233,7 +238,7 @@ async fn begin(
         )
     })
     .await?;
-    Ok((authorization.url, authorization.state))
+    Ok((authorization.url, state.expose()))
 }
 
 /// The flow cookie's sign-in, if `state` (from the query, or the cookie alone for the code
@@ -304,9 +309,7 @@ async fn callback(
         Ok((Signed::NeedsCode(flow), _)) => {
             metrics.login("mfa_required");
             auth.cookie.set_flow(jar, &flow.expose());
-            let page = settings.login_url.as_deref().unwrap_or("/");
-            let join = if page.contains('?') { '&' } else { '?' };
-            Redirect::found(format!("{page}{join}oidc=code"))
+            page_with(settings, "oidc=code")
         }
         Ok((Signed::Linked, return_to)) => Redirect::found(return_to),
         Err(failure) => {
@@ -609,7 +612,7 @@ async fn code(
     let waiting = db
         .run(move |conn| OidcLogin::find_waiting(conn, &hash, now))
         .await?;
-    let Some((user_id, _)) = waiting else {
+    let Some(user_id) = waiting else {
         auth.cookie.clear_flow(jar);
         return Err(gone());
     };

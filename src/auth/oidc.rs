@@ -93,8 +93,6 @@ impl fmt::Display for OidcFailure {
 /// What the browser is sent to the provider with, and what the callback needs back.
 pub struct Authorization {
     pub url: String,
-    /// The `state` parameter: also the value of the flow cookie.
-    pub state: String,
     pub nonce: String,
     pub pkce_verifier: String,
 }
@@ -195,7 +193,7 @@ impl Provider {
     pub fn authorize(&self, state: String) -> Result<Authorization, OidcFailure> {
         let client = self.client()?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let (url, state, nonce) = client
+        let (url, _state, nonce) = client
             .authorize_url(
                 CoreAuthenticationFlow::AuthorizationCode,
                 move || CsrfToken::new(state),
@@ -207,7 +205,6 @@ impl Provider {
             .url();
         Ok(Authorization {
             url: url.to_string(),
-            state: state.secret().clone(),
             nonce: nonce.secret().clone(),
             pkce_verifier: verifier.secret().clone(),
         })
@@ -315,7 +312,7 @@ fn send(agent: &ureq::Agent, request: HttpRequest) -> Result<HttpResponse, HttpE
         Ok(answer) | Err(ureq::Error::Status(_, answer)) => answer,
         Err(ureq::Error::Transport(e)) => return Err(HttpError(e.to_string())),
     };
-    let mut response = http_response_builder(answer.status());
+    let mut response = openidconnect::http::Response::builder().status(answer.status());
     for name in answer.headers_names() {
         if let Some(value) = answer.header(&name) {
             response = response.header(name.as_str(), value);
@@ -330,8 +327,4 @@ fn send(agent: &ureq::Agent, request: HttpRequest) -> Result<HttpResponse, HttpE
     response
         .body(body)
         .map_err(|e| HttpError(format!("the answer: {e}")))
-}
-
-fn http_response_builder(status: u16) -> openidconnect::http::response::Builder {
-    openidconnect::http::Response::builder().status(status)
 }

@@ -160,14 +160,14 @@ impl OidcLogin {
         conn: &mut DbConnection,
         state: &TokenHash,
         now: NaiveDateTime,
-    ) -> QueryResult<Option<(UserId, NaiveDateTime)>> {
-        let found: Option<(Option<String>, NaiveDateTime)> = oidc_logins::table
+    ) -> QueryResult<Option<UserId>> {
+        let found: Option<Option<String>> = oidc_logins::table
             .find(state.as_bytes())
             .filter(oidc_logins::expires_at.gt(now))
-            .select((oidc_logins::mfa_user_id, oidc_logins::expires_at))
+            .select(oidc_logins::mfa_user_id)
             .first(conn)
             .optional()?;
-        Ok(found.and_then(|(user, expires_at)| user.map(|u| (UserId::from(u), expires_at))))
+        Ok(found.flatten().map(UserId::from))
     }
 
     /// Removes expired ones (the cleanup).
