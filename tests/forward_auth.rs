@@ -160,7 +160,9 @@ fn extends_the_session_like_any_request(backend: Backend) {
     assert_eq!(touched.session_cookie(h.cookie_name()), Some(cookie));
 }
 
-/// A tiny upstream application: answers every request with the identity headers it got.
+/// A tiny upstream application: answers every request with the identity headers it got (any
+/// header a CGI-style server could read as one of latchkey's: `-` and `_` alike, any case,
+/// under the name as it arrived, lowercased) and its `Cookie` header.
 fn start_app() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -176,7 +178,7 @@ fn start_app() -> u16 {
                     }
                     if let Some((name, value)) = line.split_once(':') {
                         let name = name.trim().to_ascii_lowercase();
-                        if name.starts_with("x-latchkey-") {
+                        if name.replace('_', "-").starts_with("x-latchkey") || name == "cookie" {
                             seen.insert(name, json!(value.trim()));
                         }
                     }
@@ -306,23 +308,53 @@ fn behind(kind: &str, backend: Backend) {
         .unwrap()
         .to_string();
 
-    // Signed in: the application sees latchkey's identity, never the client's forgery.
+    // Signed in: the application sees latchkey's identity, never the client's forgery in any
+    // spelling, and never latchkey's session cookie (the application's own cookies pass).
     let seen = fetch(
         agent()
             .get(&format!("{base}/notes"))
-            .set("Cookie", &cookie)
+            .set("Cookie", &format!("app_pref=dark; {cookie}; app_cart=3"))
             .set("X-Latchkey-User-Id", "forged-admin")
-            .set("X-Latchkey-User-Role", "admin"),
+            .set("X-Latchkey-User-Role", "admin")
+            .set("x-latchkey-user-role", "admin")
+            .set("X_Latchkey_User_Role", "admin")
+            .set("X_Latchkey_User_Id", "forged-admin")
+            .set("x_latchkey_user_email", "boss@example.com")
+            .set("X-Latchkey_User-Role", "admin")
+            .set("X_LATCHKEY_SESSION_ID", "forged")
+            .set("X_Latchkey_User_Email_Verified", "true"),
         None,
     );
     assert_eq!(seen.status, 200, "{kind}: {}", seen.body);
-    assert_eq!(
-        seen.json()["x-latchkey-user-id"],
-        user_id.as_str(),
-        "{kind}"
+    let mut expected = serde_json::Map::new();
+    expected.insert("x-latchkey-user-id".into(), json!(user_id));
+    expected.insert("x-latchkey-user-role".into(), json!("user"));
+    expected.insert("x-latchkey-user-email".into(), json!("proxied@example.com"));
+    let session_id = seen.json()["x-latchkey-session-id"].clone();
+    assert!(
+        session_id.as_str().is_some_and(|id| id.len() == 36),
+        "{kind}: {}",
+        seen.body
     );
-    assert_eq!(seen.json()["x-latchkey-user-role"], "user", "{kind}");
-    assert_eq!(seen.json()["x-latchkey-user-email"], "proxied@example.com");
+    expected.insert("x-latchkey-session-id".into(), session_id);
+    expected.insert("x-latchkey-user-email-verified".into(), json!("false"));
+    expected.insert("cookie".into(), json!("app_pref=dark; app_cart=3"));
+    assert_eq!(seen.json(), serde_json::Value::Object(expected), "{kind}");
+    // The session cookie first, last, alone, and a cookie whose name only ends like it.
+    for (sent, kept) in [
+        (format!("{cookie}; app_cart=3"), "app_cart=3"),
+        (format!("app_cart=3; {cookie}"), "app_cart=3"),
+        (cookie.clone(), ""),
+        (format!("my_session=1; {cookie}"), "my_session=1"),
+    ] {
+        let seen = fetch(
+            agent().get(&format!("{base}/notes")).set("Cookie", &sent),
+            None,
+        );
+        assert_eq!(seen.status, 200, "{kind}: {}", seen.body);
+        let got = seen.json()["cookie"].as_str().unwrap_or("").to_string();
+        assert_eq!(got, kept, "{kind}: {sent}");
+    }
 
     // Not signed in: the forged headers get nowhere; an API client gets 401, a browser the
     // login page with the URL it wanted.

@@ -1,7 +1,7 @@
 //! `/api/auth/verify`: forward auth for nginx `auth_request`, Caddy `forward_auth`, Traefik
 //! ForwardAuth, or anything that asks "who is this request?". Every method answers the same.
-//! Signed in: 200 with `X-Latchkey-User-Id`, `-User-Email`, `-User-Role` and `-Session-Id`
-//! (and `Set-Cookie` when the session was extended); the body is empty unless the caller
+//! Signed in: 200 with `X-Latchkey-User-Id`, `-User-Email`, `-User-Role`, `-Session-Id` and
+//! `-User-Email-Verified` (and `Set-Cookie` when the session was extended); the body is empty unless the caller
 //! accepts JSON. Not signed in: 401, or a 302 to `login_url` for a browser. The cross-site
 //! check applies to the original request, described by the forwarding headers.
 
@@ -155,6 +155,17 @@ impl<'r> Responder<'r, 'static> for Verdict {
             }
             Err(error) => return ApiError::from(error).respond_to(req),
         };
+        let verified = current.user.email_verified_at.is_some();
+        // A session made before `require_verified_email` was turned on: the application behind
+        // the proxy gets no unconfirmed user either.
+        if !verified
+            && req
+                .rocket()
+                .state::<Settings>()
+                .is_some_and(|s| s.require_verified_email)
+        {
+            return ApiError::email_unverified().respond_to(req);
+        }
         let mut response = Response::build();
         response
             .status(Status::Ok)
@@ -173,6 +184,10 @@ impl<'r> Responder<'r, 'static> for Verdict {
             .header(Header::new(
                 "X-Latchkey-Session-Id",
                 current.session.id.to_string(),
+            ))
+            .header(Header::new(
+                "X-Latchkey-User-Email-Verified",
+                if verified { "true" } else { "false" },
             ));
         if accepts(req, "application/json") {
             let body = serde_json::to_string(&AuthBody::new(&current.user, &current.session))
