@@ -137,6 +137,10 @@ fn run(prog: &str, task: Task) -> ExitCode {
     for warning in config::unknown_keys(&figment) {
         tracing::warn!("{warning}");
     }
+    let (figment, rocket_log) = config::keep_rocket_log_quiet(figment, &rocket_config);
+    if let Some(warning) = rocket_log {
+        tracing::warn!("{warning}");
+    }
     let settings = match Settings::from_figment(&figment) {
         Ok(settings) => settings,
         Err(e) => {
@@ -305,7 +309,7 @@ fn set_role(prog: &str, conn: &mut DbConnection, action: AdminAction) -> ExitCod
         AdminAction::Promote { email } => (email, Role::Admin),
         AdminAction::Demote { email } => (email, Role::User),
     };
-    let email = crate::api::auth::normalize_email(&email);
+    let email = crate::api::validation::normalize_email(&email);
     match User::set_role(conn, &email, role, clock::now()).map_err(db::DbError::from) {
         Ok(1) => {
             println!("{email} is now {}", role.as_str());

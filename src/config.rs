@@ -54,6 +54,14 @@ impl DatabaseTarget {
             Some(other) => Err(format!(
                 "has unknown scheme `{other}` (use postgres://, postgresql:// or sqlite://)"
             )),
+            // A libpq connection string (`host=db user=app password=…`) is not a file name:
+            // taken as one it would become a SQLite file named after it, password and all.
+            // The value is not repeated, for the same reason.
+            None if url.contains('=') && url.contains(char::is_whitespace) => Err(
+                "looks like a libpq `key=value` string, which latchkey does not read: \
+                 write it as a URL, postgres://user:password@host:port/database"
+                    .into(),
+            ),
             None => Ok(Self::Sqlite(PathBuf::from(url))),
         }
     }
@@ -195,6 +203,9 @@ pub struct Settings {
     pub ip_max_failures: i32,
     /// `ip_failure_window`.
     pub ip_failure_window: chrono::Duration,
+    /// `ip_max_registrations`: registrations per client IP (an IPv6 /64) per
+    /// `ip_failure_window`.
+    pub ip_max_registrations: i32,
     /// `cleanup_schedule` (checked by the worker's cron parser).
     pub cleanup_schedule: String,
     /// `cleanup_batch_size`.
@@ -419,6 +430,7 @@ struct Raw {
     login_backoff_max: i64,
     ip_max_failures: i64,
     ip_failure_window: i64,
+    ip_max_registrations: i64,
     cleanup_schedule: String,
     cleanup_batch_size: i64,
     event_retention: i64,
@@ -457,6 +469,7 @@ impl Default for Raw {
             login_backoff_max: 15 * 60,
             ip_max_failures: 30,
             ip_failure_window: 10 * 60,
+            ip_max_registrations: 20,
             cleanup_schedule: "0 0 * * * *".into(),
             cleanup_batch_size: 10_000,
             event_retention: 90 * 86_400,
@@ -493,6 +506,30 @@ pub fn figment() -> Figment {
         .merge(Toml::file(Env::var_or("ROCKET_CONFIG", "Rocket.toml")).nested())
         .merge(Env::prefixed("ROCKET_").ignore(&["PROFILE"]).global());
     with_plain_variables(&rocket_sources).select(profile)
+}
+
+/// Rocket's own log at `normal` prints every request's URI with its query string (an OpenID
+/// code and state, a token pasted into a wrong URL) and at `debug` every header (session
+/// cookies, bearer tokens). No log level of latchkey's server may print a secret, so a
+/// configured `normal` or `debug` is lowered to `critical` (launch failures only), with the
+/// warning returned; latchkey's own log (`RUST_LOG`) has every request without its secrets.
+pub fn keep_rocket_log_quiet(
+    figment: Figment,
+    config: &rocket::Config,
+) -> (Figment, Option<String>) {
+    use rocket::config::LogLevel;
+    match config.log_level {
+        LogLevel::Normal | LogLevel::Debug => (
+            figment.merge(Serialized::global("log_level", "critical")),
+            Some(format!(
+                "`log_level = \"{}\"` would make Rocket print query strings and headers \
+                 (session tokens, OpenID codes); Rocket's own log stays at `critical`. Use \
+                 RUST_LOG=debug for latchkey's log, which never prints a secret",
+                config.log_level
+            )),
+        ),
+        LogLevel::Critical | LogLevel::Off => (figment, None),
+    }
 }
 
 /// The application's Figment with the plain variables `DATABASE_URL` and `CRON_SECRET` on top
@@ -656,6 +693,7 @@ pub const LATCHKEY_KEYS: &[&str] = &[
     "login_backoff_max",
     "ip_max_failures",
     "ip_failure_window",
+    "ip_max_registrations",
     "cleanup_schedule",
     "cleanup_batch_size",
     "event_retention",
@@ -841,6 +879,35 @@ pub fn config_file(figment: &Figment) -> Option<PathBuf> {
         })
 }
 
+/// One entry of `allowed_origins`, normalised (lowercase, no trailing slash): an origin as a
+/// browser sends it, `http(s)://host[:port]`. `null` (sent by sandboxed frames and `file:`
+/// pages, which any site can make), `*`, paths and other schemes are refused.
+fn allowed_origin(text: &str) -> Result<String, ConfigError> {
+    let parsed = url::Url::parse(text.trim()).ok();
+    let origin = parsed.filter(|url| {
+        matches!(url.scheme(), "http" | "https")
+            && url.host_str().is_some_and(|h| !h.is_empty())
+            && url.username().is_empty()
+            && url.password().is_none()
+            && url.path() == "/"
+            && url.query().is_none()
+            && url.fragment().is_none()
+    });
+    // As browsers write it: a default port left out, an international host in ASCII.
+    if let Some(url) = origin {
+        Ok(url.origin().ascii_serialization())
+    } else {
+        Err(ConfigError {
+            key: "allowed_origins".into(),
+            problem: format!(
+                "each entry must be an origin such as https://app.example.com (scheme, host \
+                 and port only; not `null` or `*`), got `{}`",
+                text.trim()
+            ),
+        })
+    }
+}
+
 impl Settings {
     /// Extracts and validates the configuration from a Figment (see [`figment`]).
     pub fn from_figment(figment: &Figment) -> Result<Settings, ConfigError> {
@@ -971,7 +1038,12 @@ impl Settings {
         if let Some(url) = &login_url {
             let absolute = url.starts_with("https://") || url.starts_with("http://");
             let path = url.starts_with('/') && !url.starts_with("//");
-            if !(absolute || path) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            // A backslash reads as `/` to browsers: `/\evil.example` is another site.
+            if !(absolute || path)
+                || url
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
+            {
                 return Err(ConfigError {
                     key: "login_url".into(),
                     problem: format!(
@@ -1037,8 +1109,8 @@ impl Settings {
             allowed_origins: raw
                 .allowed_origins
                 .into_iter()
-                .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
-                .collect(),
+                .map(|o| allowed_origin(&o))
+                .collect::<Result<_, _>>()?,
             login_max_failures: positive("login_max_failures", raw.login_max_failures)?
                 .min(1_000_000) as i32,
             login_backoff_base: seconds("login_backoff_base", raw.login_backoff_base)?,
@@ -1046,6 +1118,8 @@ impl Settings {
             ip_max_failures: positive("ip_max_failures", raw.ip_max_failures)?.min(1_000_000)
                 as i32,
             ip_failure_window: seconds("ip_failure_window", raw.ip_failure_window)?,
+            ip_max_registrations: positive("ip_max_registrations", raw.ip_max_registrations)?
+                .min(1_000_000) as i32,
             cleanup_schedule,
             cleanup_batch_size: positive("cleanup_batch_size", raw.cleanup_batch_size)?,
             event_retention: seconds("event_retention", raw.event_retention)?,
@@ -1107,6 +1181,57 @@ mod tests {
             .contains("mysql"));
         assert!(DatabaseTarget::parse("sqlite://").is_err());
         assert!(DatabaseTarget::parse("").is_err());
+    }
+
+    #[test]
+    fn dangerous_values_are_refused() {
+        // `null` is the Origin of sandboxed frames and file: pages, which anyone can make.
+        for origin in [
+            "null",
+            "*",
+            "",
+            "https://app.example/path",
+            "ftp://app.example",
+            "app.example",
+        ] {
+            let raw = Raw {
+                allowed_origins: vec![origin.to_string()],
+                ..Raw::default()
+            };
+            let err = Settings::from_raw(raw, true).unwrap_err();
+            assert_eq!(err.key, "allowed_origins", "{origin}");
+        }
+        let raw = Raw {
+            allowed_origins: vec![
+                "HTTPS://App.Example:443/".into(),
+                "http://127.0.0.1:3000".into(),
+            ],
+            ..Raw::default()
+        };
+        assert_eq!(
+            Settings::from_raw(raw, true).unwrap().allowed_origins,
+            ["https://app.example", "http://127.0.0.1:3000"]
+        );
+        // A backslash reads as a slash to browsers: `/\evil.example` is another site.
+        for url in ["/\\evil.example", "/a\\b", "//evil.example"] {
+            let raw = Raw {
+                login_url: Some(url.into()),
+                ..Raw::default()
+            };
+            assert_eq!(
+                Settings::from_raw(raw, true).unwrap_err().key,
+                "login_url",
+                "{url}"
+            );
+        }
+        // A libpq connection string is not a SQLite file name, and its password is not echoed.
+        let raw = Raw {
+            database_url: "host=db.internal user=app password=hunter2 dbname=app".into(),
+            ..Raw::default()
+        };
+        let err = Settings::from_raw(raw, true).unwrap_err();
+        assert_eq!(err.key, "database_url");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]

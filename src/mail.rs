@@ -167,7 +167,7 @@ fn compose(settings: &MailSettings, letter: &Letter) -> Result<Message, lettre::
             "Confirm your email address",
             "Please confirm that this is your email address by opening this link:",
             "Confirm my address",
-            "The link works once and expires in a few days. If you did not create an account, you can ignore this mail.",
+            "The link works once and expires in a few days. If you did not create an account, do not open it: someone else used your address. To take the account over, choose \"Forgot your password?\" on the sign-in page; that signs out everyone else and removes every other way into it.",
         ),
         MailKind::PasswordReset => (
             "Reset your password",

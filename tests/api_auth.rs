@@ -107,6 +107,46 @@ fn register_validation_and_taken_email(backend: Backend) {
     assert!(reply.body["error"]["fields"]["name"].is_string());
     assert!(reply.body["error"]["fields"]["password"].is_string());
 
+    // Addresses that mail would deliver elsewhere, or that look like another; names that
+    // hide or reorder what they show.
+    for (email, name, field) in [
+        ("x<victim@mail.example>", "X", "email"),
+        ("Victim <victim@mail.example>", "X", "email"),
+        ("victim@mail.example.", "X", "email"),
+        ("vic\u{200B}tim@mail.example", "X", "email"),
+        ("\u{FF56}ictim@mail.example", "X", "email"),
+        ("ok@mail.example", "Ad\u{200B}min", "name"),
+        ("ok@mail.example", "Ann\u{202E}txt.exe", "name"),
+    ] {
+        let reply = h.post(
+            "/api/auth/register",
+            json!({ "email": email, "name": name, "password": PASSWORD }),
+            &Auth::None,
+        );
+        assert_eq!(
+            reply.status,
+            Status::UnprocessableEntity,
+            "{email:?} {name:?}"
+        );
+        assert_eq!(reply.code(), "validation_failed");
+        assert!(
+            reply.body["error"]["fields"][field].is_string(),
+            "{email:?} {name:?}: {:?}",
+            reply.body
+        );
+    }
+    // A fullwidth domain is the same domain: one account.
+    h.register("fw@example.com", PASSWORD);
+    let reply = h.post(
+        "/api/auth/register",
+        json!({ "email": "fw@\u{FF45}xample.com", "name": "B", "password": PASSWORD }),
+        &Auth::None,
+    );
+    assert_eq!(
+        (reply.status, reply.code()),
+        (Status::Conflict, "email_taken")
+    );
+
     h.register("taken@example.com", PASSWORD);
     let reply = h.post(
         "/api/auth/register",

@@ -633,6 +633,41 @@ fn a_missing_postgres_database_is_created_or_explained() {
     );
 }
 
+/// No log level prints a secret: Rocket's own log asked for at `debug` (which would print
+/// every header) or `normal` (every query string) stays at `critical`, with a warning.
+#[test]
+fn no_log_level_prints_a_secret() {
+    for level in ["debug", "normal"] {
+        let dir = Scratch::new();
+        let url = format!("sqlite://{}", dir.0.join("db.sqlite").display());
+        let server = Server::start(&url, &[("RUST_LOG", "debug"), ("ROCKET_LOG_LEVEL", level)]);
+        let (query, bearer) = ("QuerySecretValue123", "BearerSecretValue456");
+        let answer = fetch(
+            ureq::get(&format!("{}/api/auth/me?code={query}", server.base))
+                .set("Authorization", &format!("Bearer {bearer}"))
+                .set("Cookie", "session=CookieSecretValue789"),
+            None,
+        );
+        assert_eq!(answer.status, 401);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (stdout, stderr) = loop {
+            let (stdout, stderr) = server.output();
+            if stderr.contains("/api/auth/me") || Instant::now() > deadline {
+                break (stdout, stderr);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        for secret in [query, bearer, "CookieSecretValue789"] {
+            assert!(!stdout.contains(secret), "{level}: {stdout}");
+            assert!(!stderr.contains(secret), "{level}: {stderr}");
+        }
+        assert!(
+            stderr.contains("Rocket's own log stays at `critical`"),
+            "{level}: {stderr}"
+        );
+    }
+}
+
 /// The log: one stream on stderr (nothing of Rocket's on stdout), no colour into a file, an
 /// access line per request without the query string, and JSON lines when asked.
 #[test]

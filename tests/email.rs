@@ -263,7 +263,21 @@ fn verified_email_required(backend: Backend) {
     ) else {
         return;
     };
-    site.register("rita@example.com");
+    // Registration makes the account and no session: nobody signs in before the address is
+    // confirmed, the registrant included (a session would let them add ways in).
+    let registered = site.post(
+        "/api/auth/register",
+        json!({ "email": "rita@example.com", "name": "Ann <Admin>", "password": PASSWORD }),
+        None,
+    );
+    assert_eq!(registered.status, 201, "{}", registered.body);
+    assert_eq!(registered.json()["user"]["email_verified"], false);
+    assert!(
+        registered.json()["session"].is_null(),
+        "{}",
+        registered.body
+    );
+    assert!(registered.set_cookies().is_empty());
     let mail = next_mail(&sink, 0, "rita@example.com", "Confirm your email address");
     // A wrong password is 401 first; the right one is 403 with no session.
     assert_eq!(
@@ -280,6 +294,33 @@ fn verified_email_required(backend: Backend) {
         204
     );
     assert_eq!(site.login("rita@example.com", PASSWORD).status, 200);
+
+    // A session made before the setting was turned on (here: by a second server on the same
+    // database without it): forward auth does not let its unconfirmed user through either,
+    // and says whether the address is confirmed when it does.
+    let before = Server::start(
+        &site._db.url,
+        &[
+            ("ROCKET_MAIL_FROM", "latchkey <auth@example.test>"),
+            ("ROCKET_PUBLIC_URL", PUBLIC_URL),
+            ("ROCKET_SMTP_URL", sink.url().as_str()),
+        ],
+    );
+    let earlier = fetch(
+        ureq::post(&format!("{}/api/auth/register", before.base)),
+        Some(json!({ "email": "early@example.com", "name": "Early", "password": PASSWORD })),
+    );
+    assert_eq!(earlier.status, 201, "{}", earlier.body);
+    let early = cookie(&earlier);
+    let refused = site.get("/api/auth/verify", &early);
+    assert_eq!(code(&refused), (403, "email_unverified".into()));
+    let rita = cookie(&site.login("rita@example.com", PASSWORD));
+    let allowed = site.get("/api/auth/verify", &rita);
+    assert_eq!(allowed.status, 200);
+    assert_eq!(
+        allowed.header("X-Latchkey-User-Email-Verified"),
+        Some("true")
+    );
 }
 
 /// A mail server that refuses connections loses no request; the failure is retried, logged

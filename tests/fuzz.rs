@@ -151,8 +151,12 @@ fn allowed(path: &str) -> &'static [(u16, &'static str)] {
 /// for anything that is not JSON of the route's shape, and one of the route's own answers
 /// (with the code that goes with its status) for the rest. Never a 5xx, never a panic.
 fn endpoints_answer_by_contract(backend: Backend) {
-    // 300 failed sign-ins from one address: the IP throttle would turn them into 429s.
-    let Some(h) = Harness::start_with(backend, |s| s.ip_max_failures = 10_000) else {
+    // 300 failed sign-ins from one address: the IP throttle would turn them into 429s; and
+    // 100 wrong confirmations of the account's password would back its address off.
+    let Some(h) = Harness::start_with(backend, |s| {
+        s.ip_max_failures = 10_000;
+        s.login_max_failures = 10_000;
+    }) else {
         return;
     };
     let (cookie, _) = h.register("fuzz@example.com", "fuzz password 1");

@@ -340,6 +340,222 @@ fn logout_racing_refresh(backend: Backend) {
     }
 }
 
+/// A token that a refresh replaced, used again, was copied: the session it was rotated into
+/// ends (OAuth's refresh token reuse detection), with a `session_revoked` event. Used again
+/// right after the refresh (a request that was under way), it is only refused.
+fn a_replaced_token_used_again_ends_the_session(backend: Backend) {
+    let Some(db) = TestDb::new(backend) else {
+        return;
+    };
+    let server = Server::start(&db.url, &[]);
+    let base = server.base.clone();
+    register(&base, "reuse@example.com");
+    let refresh = |token: &str| {
+        let answer = fetch(
+            bearer(agent().post(&format!("{base}/api/auth/refresh")), token),
+            None,
+        );
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        answer.json()["token"].as_str().unwrap().to_string()
+    };
+    let first = token(&base, "reuse@example.com", PASSWORD).json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Within the grace: the old token is refused, the session goes on.
+    let second = refresh(&first);
+    assert_eq!(me(&base, &first), 401);
+    thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(me(&base, &second), 200);
+    // Later (the session's last use a minute ago): the old token ends the session.
+    let third = refresh(&second);
+    let earlier = latchkey::clock::now() - chrono::Duration::minutes(1);
+    Db::pool_only(&db.settings())
+        .run_blocking(move |conn| {
+            diesel::update(sessions::table)
+                .set(sessions::last_seen_at.eq(earlier))
+                .execute(conn)
+        })
+        .unwrap();
+    assert_eq!(me(&base, &second), 401);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while me(&base, &third) == 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session of a reused token is still alive"
+        );
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let owner = token(&base, "reuse@example.com", PASSWORD).json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let events = fetch(
+        bearer(agent().get(&format!("{base}/api/events")), &owner),
+        None,
+    );
+    let events = events.json();
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"session_revoked"), "{kinds:?}");
+}
+
+/// Registrations have a per-client budget (`ip_max_registrations` per `ip_failure_window`):
+/// past it 429 with `Retry-After`; a taken address (409) counts too, so addresses cannot be
+/// tried at full speed; an IPv6 client is counted by its /64 (here through a trusted
+/// `X-Real-IP`, as behind a proxy), another /64 or IPv4 address has its own budget.
+fn registrations_have_a_budget_per_client(backend: Backend) {
+    let Some(db) = TestDb::new(backend) else {
+        return;
+    };
+    let server = Server::start(
+        &db.url,
+        &[
+            ("ROCKET_IP_MAX_REGISTRATIONS", "3"),
+            ("ROCKET_IP_HEADER", "X-Real-IP"),
+        ],
+    );
+    let attempt = |ip: &str, email: &str| {
+        fetch(
+            agent()
+                .post(&format!("{}/api/auth/register", server.base))
+                .set("X-Real-IP", ip),
+            Some(json!({"email": email, "name": "R", "password": PASSWORD})),
+        )
+    };
+    assert_eq!(attempt("2001:db8:7:1::1", "r1@example.com").status, 201);
+    let taken = attempt("2001:db8:7:1::2", "r1@example.com");
+    assert_eq!((taken.status, taken.code()), (409, "email_taken".into()));
+    assert_eq!(
+        attempt("2001:db8:7:1:ffff::9", "r2@example.com").status,
+        201
+    );
+    let refused = attempt("2001:db8:7:1:abcd::3", "r3@example.com");
+    assert_eq!(
+        (refused.status, refused.code()),
+        (429, "too_many_attempts".into())
+    );
+    let retry: i64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry > 0 && retry <= 600, "{retry}");
+    // A taken address answers 429 too now: nothing tells whether it is taken.
+    assert_eq!(attempt("2001:db8:7:1::5", "r1@example.com").status, 429);
+    // Another /64, and an IPv4 client, have their own budgets.
+    assert_eq!(attempt("2001:db8:7:2::1", "r3@example.com").status, 201);
+    assert_eq!(attempt("192.0.2.1", "r4@example.com").status, 201);
+}
+
+/// Every write that can meet an account's deletion, at the same moment as two deletions of
+/// it (issue 28: the second deletion answered 500 every time, a resend sometimes): exactly one
+/// deletion succeeds, everything else answers as for a signed-out caller or succeeds first,
+/// and nothing answers 5xx.
+fn writes_racing_a_deletion(backend: Backend) {
+    let Some(db) = TestDb::new(backend) else {
+        return;
+    };
+    let sink = common::smtp::SmtpSink::start(std::time::Duration::ZERO);
+    let smtp = sink.url();
+    let mut env = ROOMY_BUDGET.to_vec();
+    env.extend([
+        ("ROCKET_SMTP_URL", smtp.as_str()),
+        ("ROCKET_MAIL_FROM", "latchkey <auth@example.test>"),
+        ("ROCKET_PUBLIC_URL", "https://auth.example.test"),
+    ]);
+    let server = Server::start(&db.url, &env);
+    let mut deletions = 0;
+    for round in 0..6 {
+        let base = server.base.clone();
+        let email = format!("gone{round}@example.com");
+        register(&base, &email);
+        // Verified, so that a second factor may be set up (with mail on, an unverified
+        // account may add no way in).
+        let verified = email.clone();
+        Db::pool_only(&db.settings())
+            .run_blocking(move |conn| {
+                use latchkey::db::schema::users;
+                diesel::update(users::table.filter(users::email.eq(verified)))
+                    .set(users::email_verified_at.eq(Some(latchkey::clock::now())))
+                    .execute(conn)
+            })
+            .unwrap();
+        let tokens: Vec<String> = (0..2)
+            .map(|_| {
+                token(&base, &email, PASSWORD).json()["token"]
+                    .as_str()
+                    .unwrap()
+                    .into()
+            })
+            .collect();
+        let answers = together(10, move |i| {
+            let who = &tokens[i % 2];
+            let call = |method: &str, path: &str, body: Option<Value>| {
+                let req = ureq::request(method, &format!("{base}{path}"));
+                (path.to_string(), fetch(bearer(req, who), body))
+            };
+            match i {
+                0 | 1 => call(
+                    "DELETE",
+                    "/api/auth/account",
+                    Some(json!({"password": PASSWORD})),
+                ),
+                2 => call("POST", "/api/auth/verify-email/resend", None),
+                3 => call(
+                    "POST",
+                    "/api/auth/password",
+                    Some(json!({"current_password": PASSWORD, "new_password": "another secret"})),
+                ),
+                4 => call(
+                    "POST",
+                    "/api/auth/mfa/totp",
+                    Some(json!({"password": PASSWORD})),
+                ),
+                5 => call("DELETE", "/api/auth/sessions", None),
+                6 => call("POST", "/api/auth/refresh", None),
+                7 => call("POST", "/api/auth/logout", None),
+                8 => call("POST", "/api/auth/logout-all", None),
+                _ => call("GET", "/api/events", None),
+            }
+        });
+        let mut deleted = 0;
+        for (i, (path, answer)) in answers.iter().enumerate() {
+            assert!(
+                answer.status < 500,
+                "round {round}: {path} answered {}: {}",
+                answer.status,
+                answer.body
+            );
+            if answer.status >= 400 {
+                // A caller whose account (or session) went first is simply not signed in; a
+                // password checked against a hash that changed first is a wrong password.
+                assert!(
+                    [
+                        "unauthenticated",
+                        "invalid_credentials",
+                        "too_many_attempts"
+                    ]
+                    .contains(&answer.code().as_str()),
+                    "round {round}: {path}: {}",
+                    answer.body
+                );
+            }
+            if i < 2 && answer.status == 204 {
+                deleted += 1;
+            }
+        }
+        assert!(deleted <= 1, "round {round}: both deletions succeeded");
+        if deleted == 1 {
+            for password in [PASSWORD, "another secret"] {
+                assert_eq!(token(&server.base, &email, password).status, 401);
+            }
+        }
+        deletions += deleted;
+    }
+    assert!(deletions > 0, "no round deleted its account");
+}
+
 /// A new SQLite database file is readable by its owner only.
 #[test]
 fn sqlite_file_is_private() {
@@ -359,6 +575,9 @@ fn sqlite_file_is_private() {
 }
 
 on_both_backends!(
+    a_replaced_token_used_again_ends_the_session,
+    registrations_have_a_budget_per_client,
+    writes_racing_a_deletion,
     cross_site_check_whatever_the_spelling,
     login_budget_holds_under_concurrency,
     account_deletion_racing_sign_ins,

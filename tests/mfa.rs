@@ -508,6 +508,93 @@ fn turning_it_off_and_the_admins_removal(backend: Backend) {
     assert_eq!(left, 0);
 }
 
+/// A stolen session cannot guess the password through the routes that confirm it (they
+/// count as sign-in attempts: 429 after `login_max_failures`), and for an account with a
+/// second factor the password alone neither deletes it nor changes its password.
+fn confirmations_count_and_need_the_second_factor(backend: Backend) {
+    let Some(site) = start(backend, &[]) else {
+        return;
+    };
+    // Guessing: five wrong passwords, then 429 with Retry-After, the right one included.
+    let guessed = site.register("guess@example.com");
+    for i in 0..5 {
+        let wrong = site.post(
+            "/api/auth/password",
+            json!({ "current_password": format!("wrong guess {i}"), "new_password": "x-new-password" }),
+            As::Cookie(&guessed),
+        );
+        assert_eq!(
+            (wrong.status, wrong.code()),
+            (403, "invalid_credentials".into()),
+            "{}",
+            wrong.body
+        );
+    }
+    for body in [
+        json!({ "password": "wrong guess 6" }),
+        json!({ "password": PASSWORD }),
+    ] {
+        let refused = site.call(
+            "DELETE",
+            "/api/auth/account",
+            Some(body),
+            As::Cookie(&guessed),
+        );
+        assert_eq!(
+            (refused.status, refused.code()),
+            (429, "too_many_attempts".into()),
+            "{}",
+            refused.body
+        );
+        assert!(refused.header("retry-after").is_some());
+    }
+    // The password sign-in of that address is backed off too: the same budget.
+    assert_eq!(site.token("guess@example.com", None).status, 429);
+
+    // A second factor: the password alone is not enough; with a code it is.
+    let email = "two@example.com";
+    let cookie = site.register(email);
+    let (secret, recovery) = site.enable(&cookie);
+    let alone = site.call(
+        "DELETE",
+        "/api/auth/account",
+        Some(json!({ "password": PASSWORD })),
+        As::Cookie(&cookie),
+    );
+    assert_eq!(
+        (alone.status, alone.code()),
+        (403, "mfa_required".into()),
+        "{}",
+        alone.body
+    );
+    let wrong = site.post(
+        "/api/auth/password",
+        json!({ "current_password": PASSWORD, "code": "000000", "new_password": "x-new-password" }),
+        As::Cookie(&cookie),
+    );
+    assert_eq!(
+        (wrong.status, wrong.code()),
+        (403, "invalid_credentials".into())
+    );
+    // (The code of now was used to turn the factor on; the next step's is accepted too.)
+    steady();
+    let changed = site.post(
+        "/api/auth/password",
+        json!({ "current_password": PASSWORD, "code": code_at(&secret, 1), "new_password": "x-new-password" }),
+        As::Cookie(&cookie),
+    );
+    assert_eq!(changed.status, 204, "{}", changed.body);
+    let cookie = cookie_of(&changed);
+    let deleted = site.call(
+        "DELETE",
+        "/api/auth/account",
+        Some(json!({ "password": "x-new-password", "code": recovery[0] })),
+        As::Cookie(&cookie),
+    );
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    assert_eq!(site.token(email, None).status, 401);
+}
+
 /// Sign-ins with the password alone, racing the confirmation: whichever committed first, no
 /// session made without a code is alive afterwards.
 fn no_sign_in_survives_turning_it_on(backend: Backend) {
@@ -603,6 +690,7 @@ fn the_secret_is_sealed_with_mfa_key(backend: Backend) {
 }
 
 on_both_backends!(
+    confirmations_count_and_need_the_second_factor,
     enrollment_is_active_only_once_confirmed,
     sign_in_asks_for_a_code_and_takes_each_once,
     wrong_codes_count_toward_the_throttle,

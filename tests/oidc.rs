@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::oidc::{available, Account, Browser, Page, Provider};
 use common::server::{fetch, free_port, Answer, Server};
+use common::smtp::SmtpSink;
 use common::{Backend, TestDb};
 use diesel::prelude::*;
 use serde_json::{json, Value};
@@ -41,6 +42,13 @@ fn accounts() -> Vec<Account<'static>> {
             email: "frank@example.test",
             email_verified: false,
         },
+        // A provider's claim that registration would refuse: a display-name form that mail
+        // would deliver to the address inside the brackets.
+        Account {
+            login: "mallory",
+            email: "x<alice@example.test>",
+            email_verified: true,
+        },
     ]
 }
 
@@ -53,6 +61,15 @@ struct Site {
 /// latchkey and the provider, each knowing the other's address. `provider_up: false` starts
 /// latchkey with the provider's port closed (the provider is started later, on that port).
 fn start(backend: Backend, provider_up: bool) -> Option<(Site, Option<u16>)> {
+    start_with(backend, provider_up, &[])
+}
+
+/// As [`start`], with more of latchkey's environment.
+fn start_with(
+    backend: Backend,
+    provider_up: bool,
+    extra: &[(&str, &str)],
+) -> Option<(Site, Option<u16>)> {
     if !available() {
         return None;
     }
@@ -77,14 +94,12 @@ fn start(backend: Backend, provider_up: bool) -> Option<(Site, Option<u16>)> {
     } else {
         None
     };
-    let server = Server::start_on(
-        latchkey_port,
-        &db.url,
-        &[
-            ("ROCKET_PUBLIC_URL", base.as_str()),
-            ("ROCKET_OIDC_PROVIDERS", providers.as_str()),
-        ],
-    );
+    let mut env = vec![
+        ("ROCKET_PUBLIC_URL", base.as_str()),
+        ("ROCKET_OIDC_PROVIDERS", providers.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    let server = Server::start_on(latchkey_port, &db.url, &env);
     let (provider, later) = match provider {
         Some(p) => (p, None),
         None => {
@@ -327,6 +342,33 @@ fn failures_go_back_to_the_page(backend: Backend) {
         "{refused:?}"
     );
     assert!(!browser.cookies.contains_key("session"));
+    // An address that registration would refuse is no address: no account is made.
+    let before = site.user_count();
+    let (mallory, page) = site.sign_in("mallory", "/");
+    assert_eq!(page.location, Some(site.page("no_email")), "{page:?}");
+    assert!(!mallory.cookies.contains_key("session"));
+    assert_eq!(site.user_count(), before);
+    // No `state` at all (the flow cookie alone would match itself): refused too.
+    let mut stateless = Browser::new();
+    let callback = stateless.until_callback(&site.start_url(""), &site.provider, "alice");
+    let without: String = callback
+        .split(['?', '&'])
+        .filter(|part| !part.starts_with("state="))
+        .enumerate()
+        .map(|(i, part)| match i {
+            0 => part.to_string(),
+            1 => format!("?{part}"),
+            _ => format!("&{part}"),
+        })
+        .collect();
+    assert!(!without.contains("state="), "{without}");
+    let refused = stateless.get(&without);
+    assert_eq!(
+        refused.location,
+        Some(site.page("state_mismatch")),
+        "{refused:?}"
+    );
+    assert!(!stateless.cookies.contains_key("session"));
 
     // The right callback, once: a session. Sent again with the same URL and flow cookie (a
     // replay): the sign-in is over.
@@ -678,7 +720,147 @@ fn second_factor_after_the_provider(backend: Backend) {
     assert_eq!(again.status, 401);
 }
 
+/// The pre-hijacked account class (issue 28): someone makes an account with another person's
+/// address before they do. Whoever proves the mailbox must get an account with no way in that
+/// they did not set up: with mail on, nothing can be attached to an unverified account, and a
+/// reset of an unverified account removes every way in but the new password.
+fn pre_hijacked_accounts_go_to_the_mailbox_owner(backend: Backend) {
+    let sink = SmtpSink::start(Duration::ZERO);
+    let smtp = sink.url();
+    let mail = [
+        ("ROCKET_SMTP_URL", smtp.as_str()),
+        ("ROCKET_MAIL_FROM", "latchkey <auth@example.test>"),
+    ];
+    let Some((site, _)) = start_with(backend, true, &mail) else {
+        return;
+    };
+    // The attacker registers the victim's address (dave@…) and tries to add their own ways in:
+    // a provider account of theirs (erin) and a second factor. Both are refused.
+    let (squatter, victim_id) = site.register("dave@example.test");
+    let mut attacker = Browser::new();
+    attacker.cookies.insert(
+        "session".into(),
+        squatter.trim_start_matches("session=").into(),
+    );
+    let page = attacker.get(&site.start_url("?link=1"));
+    assert_eq!(page.location, Some(site.page("verify_first")), "{page:?}");
+    let totp = site.call(
+        "POST",
+        "/api/auth/mfa/totp",
+        Some(json!({ "password": PASSWORD })),
+        Some(&squatter),
+    );
+    assert_eq!((totp.status, totp.code()), (403, "email_unverified".into()));
+    // What could have been attached before mail was turned on: the attacker's provider
+    // account linked, and a second factor on. The attacker signs in with that provider.
+    let (issuer, victim) = (site.provider.issuer.clone(), victim_id.clone());
+    site.query(move |c| {
+        let id = latchkey::domain::UserId::from(victim);
+        let now = latchkey::clock::now();
+        latchkey::db::models::Identity::link(c, &id, ID, &issuer, "erin", now)
+    });
+    let (before, _) = site.sign_in("erin", "/");
+    assert_eq!(site.me(&before).json()["user"]["id"], victim_id.as_str());
+    site.query(|c| {
+        use latchkey::db::schema::users;
+        let now = latchkey::clock::now();
+        diesel::update(users::table.filter(users::email.eq("dave@example.test")))
+            .set(users::mfa_enabled_at.eq(Some(now)))
+            .execute(c)
+    });
+
+    // The owner of the mailbox resets the password.
+    let reset = |email: &str, seen: usize| {
+        let asked = site.call(
+            "POST",
+            "/api/auth/password-reset",
+            Some(json!({ "email": email })),
+            None,
+        );
+        assert_eq!(asked.status, 202, "{}", asked.body);
+        let received = sink.wait_for(seen + 1, Duration::from_secs(10));
+        assert_eq!(received.len(), seen + 1, "the reset mail");
+        let token = received[seen].token("reset").expect("a reset link");
+        let confirmed = site.call(
+            "POST",
+            "/api/auth/password-reset/confirm",
+            Some(json!({ "token": token, "new_password": "the owner's own pw" })),
+            None,
+        );
+        assert_eq!(confirmed.status, 204, "{}", confirmed.body);
+    };
+    let seen = sink.received().len();
+    reset("dave@example.test", seen);
+
+    // Every session is gone, and so is every way in the owner did not set up.
+    assert_eq!(site.me(&before).status, 401);
+    assert_eq!(
+        site.call("GET", "/api/auth/me", None, Some(&squatter))
+            .status,
+        401
+    );
+    // The attacker's provider account now makes an account of its own (its own address),
+    // neither the owner's account nor a second-factor step of it.
+    let (after, page) = site.sign_in("erin", "/");
+    assert!(after.cookies.contains_key("session"), "{page:?}");
+    let erin = site.me(&after).json()["user"].clone();
+    assert_ne!(erin["id"], victim_id.as_str());
+    assert_eq!(erin["email"], "erin@example.test");
+    let login = site.call(
+        "POST",
+        "/api/auth/login",
+        Some(json!({ "email": "dave@example.test", "password": "the owner's own pw" })),
+        None,
+    );
+    assert_eq!(login.status, 200, "no second factor asked: {}", login.body);
+    let owner = login.session_pair();
+    assert_eq!(login.json()["user"]["mfa_enabled"], false);
+    assert_eq!(login.json()["user"]["email_verified"], true);
+    let identities = site.call("GET", "/api/auth/identities", None, Some(&owner));
+    assert_eq!(identities.json()["identities"], json!([]));
+    let events = site.events(&owner);
+    for kind in ["identity_unlinked", "mfa_disabled", "password_reset"] {
+        assert!(events.contains(&kind.to_string()), "{kind} in {events:?}");
+    }
+    // Once the address is verified, the owner may add ways in.
+    let totp = site.call(
+        "POST",
+        "/api/auth/mfa/totp",
+        Some(json!({ "password": "the owner's own pw" })),
+        Some(&owner),
+    );
+    assert_eq!(totp.status, 200, "{}", totp.body);
+
+    // A provider account claiming an address it has not verified (frank) gets an account
+    // with it; the address's owner cannot register, resets, and the squatter's provider no
+    // longer signs in to it.
+    let (frank, _) = site.sign_in("frank", "/");
+    let squatted = site.me(&frank).json()["user"]["id"].clone();
+    assert_eq!(site.me(&frank).json()["user"]["email_verified"], false);
+    let taken = site.call(
+        "POST",
+        "/api/auth/register",
+        Some(json!({ "email": "frank@example.test", "name": "F", "password": PASSWORD })),
+        None,
+    );
+    assert_eq!((taken.status, taken.code()), (409, "email_taken".into()));
+    reset("frank@example.test", sink.received().len());
+    assert_eq!(site.me(&frank).status, 401);
+    let (again, page) = site.sign_in("frank", "/");
+    assert_eq!(page.location, Some(site.page("link_required")), "{page:?}");
+    assert!(!again.cookies.contains_key("session"));
+    let login = site.call(
+        "POST",
+        "/api/auth/login",
+        Some(json!({ "email": "frank@example.test", "password": "the owner's own pw" })),
+        None,
+    );
+    assert_eq!(login.status, 200, "{}", login.body);
+    assert_eq!(login.json()["user"]["id"], squatted);
+}
+
 on_both_backends!(
+    pre_hijacked_accounts_go_to_the_mailbox_owner,
     signs_in_creates_and_links_accounts,
     failures_go_back_to_the_page,
     provider_down_at_boot_and_keys_rotated,

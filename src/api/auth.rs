@@ -1,7 +1,5 @@
 //! `/api/auth/*`: register, login, token, logout, me, refresh, password, account.
 
-use std::collections::BTreeMap;
-
 use chrono::NaiveDateTime;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::Connection;
@@ -13,6 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::json::{render, JsonBody};
+use crate::api::validation::{
+    check_fields, email_problem, name_problem, normalize_email, password_problem,
+    MAX_PASSWORD_BYTES,
+};
 use crate::api::views::{NewToken, Refreshed, SessionView, UserView};
 use crate::auth::guard::{PresentedToken, Via};
 use crate::auth::password::HashSlot;
@@ -78,91 +80,6 @@ impl SignedOut {
 impl Default for SignedOut {
     fn default() -> Self {
         SignedOut::new()
-    }
-}
-
-pub const MAX_EMAIL_LEN: usize = 254;
-pub const MIN_PASSWORD_BYTES: usize = 8;
-pub const MAX_PASSWORD_BYTES: usize = 1024;
-pub const MAX_NAME_CHARS: usize = 100;
-
-/// Trimmed and lowercased, with an international domain in its ASCII (punycode) form, so
-/// that one mailbox written as `ann@bücher.example` and as `ann@xn--bcher-kva.example` is one
-/// account.
-pub(crate) fn normalize_email(email: &str) -> String {
-    let email = email.trim().to_lowercase();
-    match email.rsplit_once('@') {
-        Some((local, domain)) if !domain.is_ascii() => match idna::domain_to_ascii(domain) {
-            Ok(ascii) if !ascii.is_empty() => format!("{local}@{ascii}"),
-            _ => email,
-        },
-        _ => email,
-    }
-}
-
-/// Characters that reorder how text is displayed (bidirectional overrides and isolates):
-/// in a name or an address they can make one look like another.
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-}
-
-/// A deliberately simple address check: one `@`, something before it, a dotted domain after
-/// it, no spaces or control characters. Delivery is the only real test of an address.
-fn email_problem(email: &str) -> Option<&'static str> {
-    if email.is_empty() {
-        return Some("Enter an email address.");
-    }
-    if email.len() > MAX_EMAIL_LEN {
-        return Some("Email must be at most 254 characters.");
-    }
-    let well_formed = match email.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !domain.contains('@')
-                && !email
-                    .chars()
-                    .any(|c| c.is_whitespace() || c.is_control() || is_bidi_control(c))
-        }
-        None => false,
-    };
-    (!well_formed).then_some("Enter a valid email address.")
-}
-
-pub(crate) fn password_problem(password: &str) -> Option<&'static str> {
-    if password.len() < MIN_PASSWORD_BYTES {
-        Some("Password must be at least 8 characters.")
-    } else if password.len() > MAX_PASSWORD_BYTES {
-        Some("Password must be at most 1024 bytes.")
-    } else {
-        None
-    }
-}
-
-fn name_problem(name: &str) -> Option<&'static str> {
-    let length = name.chars().count();
-    if length == 0 {
-        Some("Enter a name.")
-    } else if length > MAX_NAME_CHARS {
-        Some("Name must be at most 100 characters.")
-    } else if name.chars().any(|c| c.is_control() || is_bidi_control(c)) {
-        Some("Name must not contain control or text-direction characters.")
-    } else {
-        None
-    }
-}
-
-pub(crate) fn check_fields(problems: &[(&str, Option<&'static str>)]) -> ApiResult<()> {
-    let fields: BTreeMap<String, String> = problems
-        .iter()
-        .filter_map(|(field, problem)| problem.map(|p| (field.to_string(), p.to_string())))
-        .collect();
-    if fields.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::validation(fields))
     }
 }
 
@@ -235,11 +152,42 @@ struct RegisterBody {
     password: String,
 }
 
+/// The answer to a registration: the account and its session, or (with
+/// `require_verified_email`) the account alone, which signs in once its address is confirmed.
+#[derive(Serialize)]
+struct Registered<'a> {
+    user: UserView<'a>,
+    session: Option<SessionView<'a>>,
+}
+
+/// Takes a registration out of the client's budget (`ip_max_registrations` per
+/// `ip_failure_window`, an IPv6 client by its /64): 429 when it is spent. Every attempt that
+/// gets this far counts, a taken address (409) too, so that one client can neither try
+/// addresses at full speed nor fill the hashing queue.
+async fn take_registration(db: &Db, settings: &Settings, client: &ClientInfo) -> ApiResult<()> {
+    let Some(ip) = &client.ip else {
+        return Ok(());
+    };
+    let budgets = vec![(
+        throttle::ip_key("register-ip", ip),
+        settings.ip_max_registrations,
+    )];
+    let (window, now) = (settings.ip_failure_window, clock::now());
+    let refused = db
+        .run(move |conn| throttle::take_budget(conn, &budgets, window, now))
+        .await?;
+    match refused {
+        Some(seconds) => Err(ApiError::too_many_attempts(seconds)),
+        None => Ok(()),
+    }
+}
+
 #[rocket::post("/register", data = "<body>")]
 #[allow(clippy::too_many_arguments)]
 async fn register(
     db: &State<Db>,
     auth: &State<Authenticator>,
+    settings: &State<Settings>,
     mailer: &State<Mailer>,
     metrics: &State<Metrics>,
     client: ClientInfo,
@@ -260,7 +208,9 @@ async fn register(
         ("name", name_problem(&name)),
         ("password", password_problem(&password)),
     ])?;
+    // The hashing queue first (a request shed with 503 has not used up a registration).
     let slot = auth.hash_slot()?;
+    take_registration(db, settings, &client).await?;
     let lookup = email.clone();
     if db
         .run(move |c| User::find_by_email(c, &lookup))
@@ -269,6 +219,9 @@ async fn register(
     {
         return Err(ApiError::email_taken());
     }
+    // With `require_verified_email` nobody signs in before the address is confirmed, the
+    // registrant included: the account is made, and its session waits for the mail's link.
+    let signs_in = !settings.require_verified_email;
     let password_hash = slot.hash(password).await;
     drop(slot);
     let policy = auth.policy;
@@ -294,36 +247,43 @@ async fn register(
                 if let Some(hash) = &replace {
                     Session::revoke_by_token(conn, hash)?;
                 }
-                let (session, token) = Session::create(conn, &policy, &user.id, &client, now)?;
-                record(
-                    conn,
-                    &user.id,
-                    EventKind::Registered,
-                    Some(&session.id),
-                    &client,
-                    now,
-                )?;
+                let opened = if signs_in {
+                    Some(Session::create(conn, &policy, &user.id, &client, now)?)
+                } else {
+                    None
+                };
+                let session_id = opened.as_ref().map(|(session, _)| &session.id);
+                let kind = EventKind::Registered;
+                record(conn, &user.id, kind, session_id, &client, now)?;
                 let letter = preparer.prepare(conn, &user, MailKind::VerifyEmail, now)?;
-                Ok((user, session, token, letter))
+                Ok((user, opened, letter))
             })
         })
         .await;
-    let (user, session, token) = match created {
+    let (user, opened) = match created {
         Err(DbError::Query(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))) => {
             return Err(ApiError::email_taken())
         }
         other => {
-            let (user, session, token, letter) = other?;
+            let (user, opened, letter) = other?;
             // Mail goes after the commit, and after the answer: the outbox sends it.
             if let Some(letter) = letter {
                 mailer.send(letter);
             }
-            (user, session, token)
+            (user, opened)
         }
     };
-    metrics.sessions_created.inc();
-    auth.cookie.set(jar, &token, &session, now);
-    Ok((Status::Created, render(&AuthBody::new(&user, &session))?))
+    if let Some((session, token)) = &opened {
+        metrics.sessions_created.inc();
+        auth.cookie.set(jar, token, session, now);
+    }
+    let body = Registered {
+        user: (&user).into(),
+        session: opened
+            .as_ref()
+            .map(|(session, _)| SessionView::current(session)),
+    };
+    Ok((Status::Created, render(&body)?))
 }
 
 #[derive(Deserialize)]
@@ -672,31 +632,89 @@ enum PasswordChanged {
 /// password: such an account has just shown the provider who it is.
 pub(crate) const FRESH_SIGN_IN: chrono::Duration = chrono::Duration::minutes(10);
 
-/// Checks the signed-in user's current password (403 `invalid_credentials` when wrong or
-/// missing), in a place of the hashing queue that the caller keeps for any hashing that
-/// follows. An account without a password (it signs in with a provider) has no password to
-/// give: its session must instead be at most [`FRESH_SIGN_IN`] old (403
-/// `reauthentication_required`).
+/// What a signed-in user gives to confirm a sensitive change (a new password, deleting the
+/// account, setting up a second factor): the current password, and for an account that has a
+/// second factor, a code from it too.
+pub(crate) struct Confirmation {
+    pub password: Option<String>,
+    pub code: Option<String>,
+}
+
+/// Checks a [`Confirmation`] of the signed-in user, in a place of the hashing queue that the
+/// caller keeps for any hashing that follows.
+///
+/// A password account's confirmation is a sign-in attempt for its address: it is taken out of
+/// the login budgets first (429 while the address is backed off or the client's IP has used
+/// its failures), a wrong password counts as a failed sign-in (403 `invalid_credentials`), and
+/// only a complete confirmation ends the streak. So a stolen session guesses the password no
+/// faster than the sign-in form allows. An account with a second factor must also give a code
+/// (403 `mfa_required` without one; wrong codes count against the account's hourly code
+/// budget): the password alone is not enough to delete it or change how it signs in.
+///
+/// An account without a password (it signs in with a provider) has no password to give: its
+/// session must instead be at most [`FRESH_SIGN_IN`] old (403 `reauthentication_required`);
+/// such a session passed the second factor when it signed in.
 pub(crate) async fn confirm_password(
-    auth: &Authenticator,
+    (db, auth, settings): (&Db, &Authenticator, &Settings),
+    client: &ClientInfo,
     current: &CurrentSession,
-    password: Option<String>,
+    confirmation: Confirmation,
 ) -> ApiResult<HashSlot> {
     let slot = auth.hash_slot()?;
-    match &current.user.password_hash {
-        Some(hash) => {
-            let password = password.unwrap_or_default();
-            if password.is_empty()
-                || password.len() > MAX_PASSWORD_BYTES
-                || !slot.verify(password, Some(hash.clone())).await
-            {
-                return Err(ApiError::invalid_credentials(Status::Forbidden));
-            }
-        }
-        None if clock::now() - current.session.created_at > FRESH_SIGN_IN => {
+    let Some(hash) = &current.user.password_hash else {
+        if clock::now() - current.session.created_at > FRESH_SIGN_IN {
             return Err(ApiError::reauthentication_required());
         }
-        None => {}
+        return Ok(slot);
+    };
+    let keys = throttle::LoginKeys::new(&current.user.email, client.ip.as_deref());
+    let (budget, now) = (settings.clone(), clock::now());
+    let (refused, keys) = db
+        .run(move |conn| Ok((throttle::take_attempt(conn, &budget, &keys, now)?, keys)))
+        .await?;
+    if let Some(seconds) = refused {
+        return Err(ApiError::too_many_attempts(seconds));
+    }
+    let password = confirmation.password.unwrap_or_default();
+    if password.is_empty()
+        || password.len() > MAX_PASSWORD_BYTES
+        || !slot.verify(password, Some(hash.clone())).await
+    {
+        return Err(ApiError::invalid_credentials(Status::Forbidden));
+    }
+    if current.user.mfa_enabled() {
+        let Some(code) = confirmation.code.filter(|c| !c.trim().is_empty()) else {
+            return Err(ApiError {
+                status: Status::Forbidden,
+                ..ApiError::mfa_required()
+            });
+        };
+        let code = code.trim().to_string();
+        crate::api::mfa::take_code_check(db, &current.user.id, &code).await?;
+        let (second_factor, user_id) = (auth.second_factor.clone(), current.user.id.clone());
+        let session_id = current.session.id.clone();
+        let client = client.clone();
+        let accepted = db
+            .run(move |conn| {
+                conn.transaction(|conn| {
+                    let accepted = second_factor.check_code(conn, &user_id, &code, now)?;
+                    if accepted == Some(mfa::Accepted::RecoveryCode) {
+                        let used = EventKind::RecoveryCodeUsed;
+                        record(conn, &user_id, used, Some(&session_id), &client, now)?;
+                    }
+                    Ok(accepted)
+                })
+            })
+            .await?;
+        if accepted.is_none() {
+            return Err(ApiError::wrong_code(Status::Forbidden));
+        }
+    }
+    let ended = db
+        .run(move |conn| throttle::record_success(conn, &keys, now))
+        .await;
+    if let Err(error) = ended {
+        tracing::warn!(%error, "could not end a failure streak");
     }
     Ok(slot)
 }
@@ -706,13 +724,18 @@ struct PasswordBody {
     /// Absent for an account that has no password yet (see [`confirm_password`]).
     #[serde(default)]
     current_password: Option<String>,
+    /// For an account with a second factor: a code from it (see [`confirm_password`]).
+    #[serde(default)]
+    code: Option<String>,
     new_password: String,
 }
 
 #[rocket::post("/password", data = "<body>")]
+#[allow(clippy::too_many_arguments)]
 async fn change_password(
     db: &State<Db>,
     auth: &State<Authenticator>,
+    settings: &State<Settings>,
     metrics: &State<Metrics>,
     client: ClientInfo,
     jar: &CookieJar<'_>,
@@ -721,10 +744,16 @@ async fn change_password(
 ) -> ApiResult<PasswordChanged> {
     let PasswordBody {
         current_password,
+        code,
         new_password,
     } = body.0;
     check_fields(&[("new_password", password_problem(&new_password))])?;
-    let slot = confirm_password(auth, &current, current_password).await?;
+    let confirmation = Confirmation {
+        password: current_password,
+        code,
+    };
+    let services = (db.inner(), auth.inner(), settings.inner());
+    let slot = confirm_password(services, &client, &current, confirmation).await?;
     let new_hash = slot.hash(new_password).await;
     drop(slot);
     let policy = auth.policy;
@@ -778,78 +807,55 @@ async fn change_password(
 struct DeleteAccountBody {
     #[serde(default)]
     password: Option<String>,
+    /// For an account with a second factor: a code from it (see [`confirm_password`]).
+    #[serde(default)]
+    code: Option<String>,
 }
 
 #[rocket::delete("/account", data = "<body>")]
+#[allow(clippy::too_many_arguments)]
 async fn delete_account(
     db: &State<Db>,
     auth: &State<Authenticator>,
+    settings: &State<Settings>,
     client: ClientInfo,
     jar: &CookieJar<'_>,
     current: CurrentSession,
     body: JsonBody<DeleteAccountBody>,
 ) -> ApiResult<Status> {
-    drop(confirm_password(auth, &current, body.0.password).await?);
+    let DeleteAccountBody { password, code } = body.0;
+    let services = (db.inner(), auth.inner(), settings.inner());
+    let confirmation = Confirmation { password, code };
+    drop(confirm_password(services, &client, &current, confirmation).await?);
     let (user_id, session_id) = (current.user.id.clone(), current.session.id.clone());
     let now = clock::now();
-    db.run(move |conn| {
-        conn.transaction(|conn| {
-            // Recorded first; the event keeps its row (user_id set to NULL) until retention.
-            record(
-                conn,
-                &user_id,
-                EventKind::AccountDeleted,
-                Some(&session_id),
-                &client,
-                now,
-            )?;
-            User::delete(conn, &user_id)
+    let deleted = db
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                // The account's row first: two deletions (or a deletion and any other write
+                // of this account) take turns, and the second finds nothing to delete.
+                if User::touch(conn, &user_id, now)? == 0 {
+                    return Ok(false);
+                }
+                // Recorded before the deletion; the event keeps its row (user_id set to NULL)
+                // until retention.
+                record(
+                    conn,
+                    &user_id,
+                    EventKind::AccountDeleted,
+                    Some(&session_id),
+                    &client,
+                    now,
+                )?;
+                User::delete(conn, &user_id).map(|n| n > 0)
+            })
         })
-    })
-    .await?;
+        .await?;
+    if !deleted {
+        return Err(ApiError::unauthenticated().clearing_cookie());
+    }
     if current.via == Via::Cookie {
         auth.cookie.clear(jar);
     }
     Ok(Status::NoContent)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn email_shapes() {
-        for good in ["a@b.co", "first.last+tag@sub.example.org"] {
-            assert_eq!(email_problem(good), None, "{good}");
-        }
-        let long = format!("{}@example.com", "a".repeat(250));
-        for bad in [
-            "",
-            "plain",
-            "@b.co",
-            "a@b",
-            "a@.b.co",
-            "a@b.co.",
-            "a b@c.de",
-            "a@b@c.de",
-            "a\0@b.co",
-            "a\u{202E}b@c.de",
-            long.as_str(),
-        ] {
-            assert!(email_problem(bad).is_some(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn international_domains_have_one_form() {
-        assert_eq!(
-            normalize_email(" Ann@Bücher.Example "),
-            "ann@xn--bcher-kva.example"
-        );
-        assert_eq!(
-            normalize_email("ann@xn--bcher-kva.example"),
-            "ann@xn--bcher-kva.example"
-        );
-        assert!(name_problem("Ann\u{202E}txt.exe").is_some());
-    }
 }

@@ -9,10 +9,11 @@ use rocket::response::content::RawJson;
 use rocket::{Route, State};
 use serde::Deserialize;
 
-use crate::api::auth::{check_fields, normalize_email, password_problem, record};
+use crate::api::auth::record;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::json::JsonBody;
-use crate::auth::{throttle, Authenticator, CurrentSession};
+use crate::api::validation::{check_fields, normalize_email, password_problem};
+use crate::auth::{ownership, throttle, Authenticator, CurrentSession};
 use crate::clock;
 use crate::db::models::session::ClientInfo;
 use crate::db::models::{EventKind, MailKind, MailToken, Session, User};
@@ -76,7 +77,7 @@ async fn request_reset(
     )])?;
     let mut budgets = vec![(throttle::email_key("reset", &email), RESETS_PER_EMAIL)];
     if let Some(ip) = &client.ip {
-        budgets.push((format!("reset-ip:{ip}"), RESETS_PER_IP));
+        budgets.push((throttle::ip_key("reset-ip", ip), RESETS_PER_IP));
     }
     let now = clock::now();
     let refused = db
@@ -113,7 +114,8 @@ struct ResetConfirm {
 
 /// Sets the password from a reset link: every session of the account is revoked, every other
 /// mailed link voided, the failed-login streak ended, and the address counts as verified (the
-/// link reached it).
+/// link reached it). On an account whose address was not verified, every other way in goes too
+/// (`auth::ownership`).
 #[rocket::post("/password-reset/confirm", data = "<body>")]
 async fn confirm_reset(
     db: &State<Db>,
@@ -156,6 +158,18 @@ async fn confirm_reset(
                     return Ok(None);
                 };
                 User::set_password_hash(conn, &user.id, &new_hash, now)?;
+                // The link reached the mailbox. If nobody had proved it before, whatever else
+                // could sign in to this account was set up by someone who may not own it.
+                if user.email_verified_at.is_none() {
+                    let removed = ownership::hand_over(conn, &user.id, now)?;
+                    if removed.identities > 0 {
+                        let kind = EventKind::IdentityUnlinked;
+                        record(conn, &user.id, kind, None, &client, now)?;
+                    }
+                    if removed.second_factor {
+                        record(conn, &user.id, EventKind::MfaDisabled, None, &client, now)?;
+                    }
+                }
                 User::mark_email_verified(conn, &user.id, now)?;
                 let revoked = Session::revoke_all(conn, &user.id, None)?;
                 throttle::forget_failures(conn, &user.email, now)?;

@@ -145,6 +145,16 @@ impl ApiError {
         )
     }
 
+    /// A way to sign in (a provider, a second factor) asked to be added to an account whose
+    /// address nobody has proved yet (`auth::ownership`).
+    pub fn verify_before_adding() -> ApiError {
+        ApiError::new(
+            Status::Forbidden,
+            "email_unverified",
+            "Confirm your email address before adding a way to sign in: open the link in the mail we sent you.",
+        )
+    }
+
     /// The password was right, and the account asks for its second factor (`code`).
     pub fn mfa_required() -> ApiError {
         ApiError::new(
@@ -272,6 +282,17 @@ impl From<DbError> for ApiError {
         match e {
             DbError::Unavailable => ApiError::unavailable(),
             DbError::Query(diesel::result::Error::NotFound) => ApiError::not_found(),
+            // Every foreign key of latchkey's tables names a user: a write that meets one
+            // lost a race with the account's deletion (an event, a mail link, a throttle, a
+            // second factor, a provider flow of a user deleted a moment before). The account
+            // and its sessions are gone, so the caller is no longer signed in.
+            DbError::Query(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+                _,
+            )) => {
+                tracing::debug!("a write met an account deleted at the same moment");
+                ApiError::unauthenticated().clearing_cookie()
+            }
             other => {
                 tracing::error!(error = %other, "database call failed");
                 ApiError::internal()
@@ -290,6 +311,7 @@ impl From<AuthError> for ApiError {
             },
             AuthError::Forbidden => ApiError::forbidden(),
             AuthError::CrossSite => ApiError::csrf_rejected(),
+            AuthError::Throttled { retry_after } => ApiError::too_many_attempts(retry_after),
             AuthError::Overloaded => ApiError {
                 message: "Too many sign-ins at once. Try again in a moment.".into(),
                 retry_after: Some(1),

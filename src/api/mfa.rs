@@ -15,17 +15,19 @@ use rocket::response::content::RawJson;
 use rocket::{Route, State};
 use serde::{Deserialize, Serialize};
 
-use crate::api::auth::{confirm_password, record};
+use crate::api::auth::{confirm_password, record, Confirmation};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::json::{render, JsonBody};
 use crate::auth::mfa::{new_recovery_codes, Accepted};
-use crate::auth::{throttle, Authenticator, CurrentSession};
+use crate::auth::{ownership, throttle, Authenticator, CurrentSession};
 use crate::clock;
+use crate::config::Settings;
 use crate::db::models::second_factor::{self, RecoveryCode, TotpFactor};
 use crate::db::models::session::ClientInfo;
-use crate::db::models::{EventKind, Session};
+use crate::db::models::{EventKind, Session, User};
 use crate::db::Db;
 use crate::domain::UserId;
+use crate::mail::Mailer;
 use crate::metrics::Metrics;
 
 /// `POST /mfa/totp`, `POST /mfa/totp/confirm`, `DELETE /mfa/totp`, to mount under `/api/auth`.
@@ -88,6 +90,19 @@ fn settle<T>(outcome: Result<T, Stop>) -> diesel::QueryResult<Result<T, ApiError
     }
 }
 
+/// `answer` for an account whose row did not change as asked, unless the account went a
+/// moment ago (taking this session with it): then the caller is no longer signed in.
+fn unless_gone(
+    conn: &mut crate::db::DbConnection,
+    user_id: &UserId,
+    answer: ApiError,
+) -> diesel::QueryResult<ApiError> {
+    Ok(match User::find_by_id(conn, user_id)? {
+        Some(_) => answer,
+        None => ApiError::unauthenticated().clearing_cookie(),
+    })
+}
+
 fn qr_svg(uri: &str) -> String {
     match qrcode::QrCode::new(uri.as_bytes()) {
         Ok(code) => code
@@ -121,16 +136,28 @@ fn wrong_code() -> ApiError {
 /// Starts an enrollment: a new secret, not required at sign-in until a code confirms it. A
 /// second call replaces an unconfirmed one.
 #[rocket::post("/mfa/totp", data = "<body>")]
+#[allow(clippy::too_many_arguments)]
 async fn begin(
     db: &State<Db>,
     auth: &State<Authenticator>,
+    settings: &State<Settings>,
+    mailer: &State<Mailer>,
+    client: ClientInfo,
     current: CurrentSession,
     body: JsonBody<PasswordBody>,
 ) -> ApiResult<RawJson<String>> {
     if current.user.mfa_enabled() {
         return Err(ApiError::mfa_already_enabled());
     }
-    drop(confirm_password(auth, &current, body.0.password).await?);
+    if !ownership::may_add_sign_in_method(&current.user, mailer.enabled()) {
+        return Err(ApiError::verify_before_adding());
+    }
+    let confirmation = Confirmation {
+        password: body.0.password,
+        code: None,
+    };
+    let services = (db.inner(), auth.inner(), settings.inner());
+    drop(confirm_password(services, &client, &current, confirmation).await?);
     let enrollment = auth
         .second_factor
         .enroll(&current.user.id, &current.user.email);
@@ -140,16 +167,19 @@ async fn begin(
         .run(move |conn| {
             conn.transaction(|conn| {
                 if !second_factor::claim_for_enrollment(conn, &user_id, now)? {
-                    return Ok(false);
+                    // On already, or the account went a moment ago (with this session).
+                    return Ok(Err(unless_gone(
+                        conn,
+                        &user_id,
+                        ApiError::mfa_already_enabled(),
+                    )?));
                 }
                 TotpFactor::begin(conn, &user_id, &sealed, now)?;
-                Ok(true)
+                Ok(Ok(()))
             })
         })
         .await?;
-    if !begun {
-        return Err(ApiError::mfa_already_enabled());
-    }
+    begun?;
     render(&Enrolled {
         qr_svg: qr_svg(&enrollment.otpauth_uri),
         secret: enrollment.secret_base32,
@@ -160,9 +190,11 @@ async fn begin(
 /// Confirms the enrollment with a code from the app: the second factor is on, the recovery
 /// codes are shown (this once), and every other session of the user is revoked.
 #[rocket::post("/mfa/totp/confirm", data = "<body>")]
+#[allow(clippy::too_many_arguments)]
 async fn confirm(
     db: &State<Db>,
     auth: &State<Authenticator>,
+    mailer: &State<Mailer>,
     metrics: &State<Metrics>,
     client: ClientInfo,
     current: CurrentSession,
@@ -170,6 +202,9 @@ async fn confirm(
 ) -> ApiResult<RawJson<String>> {
     if current.user.mfa_enabled() {
         return Err(ApiError::mfa_already_enabled());
+    }
+    if !ownership::may_add_sign_in_method(&current.user, mailer.enabled()) {
+        return Err(ApiError::verify_before_adding());
     }
     let code = body.0.code;
     take_code_check(db, &current.user.id, &code).await?;
@@ -180,7 +215,8 @@ async fn confirm(
         .run(move |conn| {
             let outcome = conn.transaction(|conn| {
                 if !second_factor::enable(conn, &user_id, now)? {
-                    return Err(Stop::Refused(ApiError::mfa_already_enabled()));
+                    let on = ApiError::mfa_already_enabled();
+                    return Err(Stop::Refused(unless_gone(conn, &user_id, on)?));
                 }
                 if TotpFactor::find(conn, &user_id)?.is_none() {
                     return Err(Stop::Refused(ApiError::mfa_not_enabled(
@@ -234,9 +270,8 @@ async fn turn_off(
         .run(move |conn| {
             let outcome = conn.transaction(|conn| {
                 if !second_factor::disable(conn, &user_id, now)? {
-                    return Err(Stop::Refused(ApiError::mfa_not_enabled(
-                        "Two-factor sign-in is not on.",
-                    )));
+                    let off = ApiError::mfa_not_enabled("Two-factor sign-in is not on.");
+                    return Err(Stop::Refused(unless_gone(conn, &user_id, off)?));
                 }
                 let Some(accepted) = second_factor.check_code(conn, &user_id, &code, now)? else {
                     return Err(Stop::Refused(wrong_code()));

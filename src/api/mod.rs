@@ -11,6 +11,7 @@ pub mod mfa;
 pub mod oidc;
 pub mod ops;
 pub mod sessions;
+pub(crate) mod validation;
 pub mod verify;
 pub mod views;
 

@@ -17,15 +17,16 @@ use rocket::{Route, State};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use crate::api::auth::{normalize_email, open_session, record, replaced_cookie_session};
+use crate::api::auth::{open_session, record, replaced_cookie_session};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::json::{render, JsonBody};
 use crate::api::mfa::take_code_check;
+use crate::api::validation::{email_problem, name_problem, normalize_email, MAX_NAME_CHARS};
 use crate::api::views::{SessionView, UserView};
 use crate::auth::cookies::FLOW_COOKIE_SECONDS;
 use crate::auth::guard::PresentedToken;
 use crate::auth::oidc::{OidcFailure, OidcProviders, VerifiedIdentity};
-use crate::auth::{AuthError, Authenticator, CurrentSession};
+use crate::auth::{ownership, throttle, AuthError, Authenticator, CurrentSession};
 use crate::clock::{self, Rfc3339};
 use crate::config::Settings;
 use crate::db::models::identity::NewOidcLogin;
@@ -35,6 +36,7 @@ use crate::db::models::{
 };
 use crate::db::{Db, DbConnection, DbError};
 use crate::domain::{SessionId, UserId};
+use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::token::{SessionToken, TokenHash};
 
@@ -64,12 +66,17 @@ enum Failure {
     LinkRequired,
     /// The address is not verified and this server requires verified addresses.
     EmailUnverified,
+    /// Linking: the account's own address is not proved yet, and mail could prove it
+    /// (`auth::ownership`).
+    VerifyFirst,
     /// Linking: this provider account is linked to another user already.
     IdentityTaken,
     /// Linking needs a signed-in session (and it must still be there at the callback).
     SignInRequired,
     /// Something changed at the same moment (another sign-in made the account); try again.
     Conflict,
+    /// This client started too many provider sign-ins lately.
+    Throttled,
     /// The database could not answer.
     Database,
 }
@@ -86,9 +93,11 @@ impl Failure {
             Failure::NoEmail => "no_email",
             Failure::LinkRequired => "link_required",
             Failure::EmailUnverified => "email_unverified",
+            Failure::VerifyFirst => "verify_first",
             Failure::IdentityTaken => "identity_taken",
             Failure::SignInRequired => "signin_required",
             Failure::Conflict => "conflict",
+            Failure::Throttled => "too_many_attempts",
             Failure::Database => "unavailable",
         }
     }
@@ -97,9 +106,11 @@ impl Failure {
 impl From<DbError> for Failure {
     fn from(error: DbError) -> Failure {
         match error {
-            DbError::Query(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
-                Failure::Conflict
-            }
+            // Another sign-in made the account, or the account was deleted, at the same moment.
+            DbError::Query(DieselError::DatabaseError(
+                DatabaseErrorKind::UniqueViolation | DatabaseErrorKind::ForeignKeyViolation,
+                _,
+            )) => Failure::Conflict,
             error => {
                 tracing::warn!(%error, "database error in a provider sign-in");
                 Failure::Database
@@ -175,10 +186,16 @@ async fn start(
     auth: &State<Authenticator>,
     oidc: &State<OidcProviders>,
     settings: &State<Settings>,
+    mailer: &State<Mailer>,
+    client: ClientInfo,
     jar: &CookieJar<'_>,
     current: Result<CurrentSession, AuthError>,
 ) -> Redirect {
-    match begin(id, return_to, link, db, oidc, current).await {
+    let mail_on = mailer.enabled();
+    if let Err(failure) = take_start(db, settings, &client).await {
+        return to_page(settings, failure);
+    }
+    match begin(id, (return_to, link), db, oidc, mail_on, current).await {
         Ok((url, state)) => {
             auth.cookie.set_flow(jar, &state);
             Redirect::found(url)
@@ -187,17 +204,39 @@ async fn start(
     }
 }
 
+/// Provider sign-ins one client may start per `ip_failure_window` (an IPv6 client by its
+/// /64): each start writes a row and asks the provider, so neither may be had without limit.
+const STARTS_PER_IP: i32 = 30;
+
+async fn take_start(db: &Db, settings: &Settings, client: &ClientInfo) -> Result<(), Failure> {
+    let Some(ip) = &client.ip else {
+        return Ok(());
+    };
+    let budgets = vec![(throttle::ip_key("oidc-start", ip), STARTS_PER_IP)];
+    let (window, now) = (settings.ip_failure_window, clock::now());
+    match db
+        .run(move |conn| throttle::take_budget(conn, &budgets, window, now))
+        .await?
+    {
+        Some(_) => Err(Failure::Throttled),
+        None => Ok(()),
+    }
+}
+
 async fn begin(
     id: &str,
-    return_to: Option<&str>,
-    link: Option<&str>,
+    (return_to, link): (Option<&str>, Option<&str>),
     db: &Db,
     oidc: &OidcProviders,
+    mail_on: bool,
     current: Result<CurrentSession, AuthError>,
 ) -> Result<(String, String), Failure> {
     let provider = oidc.get(id).ok_or(Failure::UnknownProvider)?;
     let link_session = match link {
         Some("1" | "true") => match current {
+            Ok(current) if !ownership::may_add_sign_in_method(&current.user, mail_on) => {
+                return Err(Failure::VerifyFirst)
+            }
             Ok(current) => Some(current.session.id.clone()),
             Err(_) => return Err(Failure::SignInRequired),
         },
@@ -205,10 +244,9 @@ async fn begin(
     };
     let state = SessionToken::generate();
     let handed = state.expose();
-    let asking = provider.clone();
-    let authorization = rocket::tokio::task::spawn_blocking(move || asking.authorize(handed))
+    let authorization = oidc
+        .call(provider.clone(), move |p| p.authorize(handed))
         .await
-        .map_err(|_| Failure::ProviderUnavailable)?
         .map_err(|failure| {
             tracing::warn!(provider = %provider.settings.id, %failure, "provider sign-in could not start");
             Failure::ProviderUnavailable
@@ -241,15 +279,24 @@ async fn begin(
     Ok((authorization.url, state.expose()))
 }
 
-/// The flow cookie's sign-in, if `state` (from the query, or the cookie alone for the code
-/// step) matches it: its hash, which keys the `oidc_logins` row.
+/// The flow cookie's sign-in, if the callback's `state` is present and matches it: its hash,
+/// which keys the `oidc_logins` row. A callback without `state` is refused: the cookie alone
+/// would let a page that can send this browser to the callback finish a sign-in it started.
 fn bound_state(cookie: Option<String>, state: Option<&str>) -> Result<TokenHash, Failure> {
-    let cookie = cookie.ok_or(Failure::StateMismatch)?;
-    let state = state.unwrap_or(&cookie);
+    let (Some(cookie), Some(state)) = (cookie, state) else {
+        return Err(Failure::StateMismatch);
+    };
     if !bool::from(cookie.as_bytes().ct_eq(state.as_bytes())) {
         return Err(Failure::StateMismatch);
     }
-    SessionToken::parse(&cookie)
+    flow_of(Some(cookie))
+}
+
+/// The sign-in the flow cookie names (the code step, which has no `state` of its own).
+fn flow_of(cookie: Option<String>) -> Result<TokenHash, Failure> {
+    cookie
+        .as_deref()
+        .and_then(SessionToken::parse)
         .map(|token| token.hash())
         .ok_or(Failure::StateMismatch)
 }
@@ -271,6 +318,8 @@ struct Services<'r> {
     auth: &'r Authenticator,
     oidc: &'r OidcProviders,
     settings: &'r Settings,
+    /// Whether mail is on (`auth::ownership`'s first rule).
+    mail_on: bool,
 }
 
 #[rocket::get("/oidc/<id>/callback?<code>&<state>&<error>")]
@@ -285,6 +334,7 @@ async fn callback(
     oidc: &State<OidcProviders>,
     settings: &State<Settings>,
     metrics: &State<Metrics>,
+    mailer: &State<Mailer>,
     client: ClientInfo,
     jar: &CookieJar<'_>,
     presented: PresentedToken,
@@ -294,6 +344,7 @@ async fn callback(
         auth,
         oidc,
         settings,
+        mail_on: mailer.enabled(),
     };
     let cookie = auth.cookie.read_flow(jar);
     auth.cookie.clear_flow(jar);
@@ -346,19 +397,19 @@ async fn complete(
     }
     let code = code.ok_or(Failure::Denied)?.to_string();
     let (verifier, nonce) = (login.pkce_verifier.clone(), login.nonce.clone());
-    let asking = provider.clone();
-    let identity = rocket::tokio::task::spawn_blocking(move || {
-        asking.finish(&code, &verifier, &nonce)
-    })
-    .await
-    .map_err(|_| Failure::ProviderUnavailable)?
-    .map_err(|failure| {
-        tracing::warn!(provider = %provider.settings.id, %failure, "provider sign-in failed");
-        match failure {
-            OidcFailure::Unavailable(_) => Failure::ProviderUnavailable,
-            OidcFailure::Rejected(_) => Failure::TokenRejected,
-        }
-    })?;
+    let identity = services
+        .oidc
+        .call(provider.clone(), move |p| {
+            p.finish(&code, &verifier, &nonce)
+        })
+        .await
+        .map_err(|failure| {
+            tracing::warn!(provider = %provider.settings.id, %failure, "provider sign-in failed");
+            match failure {
+                OidcFailure::Unavailable(_) => Failure::ProviderUnavailable,
+                OidcFailure::Rejected(_) => Failure::TokenRejected,
+            }
+        })?;
     let rules = SignInRules {
         provider: provider.settings.id.clone(),
         require_verified: services.settings.require_verified_email,
@@ -368,9 +419,13 @@ async fn complete(
     let signed = match login.link_session_id {
         Some(session_id) => {
             let session_id = SessionId::from(session_id);
+            let mail_on = services.mail_on;
             services
                 .db
-                .run(move |conn| link(conn, &session_id, &rules.provider, &identity, &client, now))
+                .run(move |conn| {
+                    let linking = (rules.provider.as_str(), &identity, mail_on);
+                    link(conn, &session_id, linking, &client, now)
+                })
                 .await??
         }
         None => {
@@ -384,11 +439,11 @@ async fn complete(
 }
 
 /// Links the provider account to the user of the session that started the link.
+/// `mail_on`: whether the account must have proved its address first (`auth::ownership`).
 fn link(
     conn: &mut DbConnection,
     session_id: &SessionId,
-    provider: &str,
-    identity: &VerifiedIdentity,
+    (provider, identity, mail_on): (&str, &VerifiedIdentity, bool),
     client: &ClientInfo,
     now: NaiveDateTime,
 ) -> diesel::QueryResult<Result<Signed, Failure>> {
@@ -396,6 +451,15 @@ fn link(
         let Some(user_id) = Session::live_user(conn, session_id, now)? else {
             return Ok(Err(Failure::SignInRequired));
         };
+        // Held until this commits: a reset that takes the account over waits, then removes
+        // this link with the rest.
+        User::touch(conn, &user_id, now)?;
+        let Some(user) = User::find_by_id(conn, &user_id)? else {
+            return Ok(Err(Failure::SignInRequired));
+        };
+        if !ownership::may_add_sign_in_method(&user, mail_on) {
+            return Ok(Err(Failure::VerifyFirst));
+        }
         match Identity::find(conn, &identity.issuer, &identity.subject)? {
             Some(known) if known.user_id == user_id => return Ok(Ok(Signed::Linked)),
             Some(_) => return Ok(Err(Failure::IdentityTaken)),
@@ -496,11 +560,13 @@ fn account_for(
     client: &ClientInfo,
     now: NaiveDateTime,
 ) -> diesel::QueryResult<Result<User, Failure>> {
+    // The address as registration would take it, or none: a provider's claim is no better
+    // than a typed one (display-name forms, trailing dots, invisible characters).
     let Some(email) = identity
         .email
         .as_deref()
         .map(normalize_email)
-        .filter(|e| e.contains('@') && e.len() <= 254)
+        .filter(|e| email_problem(e).is_none())
     else {
         return Ok(Err(Failure::NoEmail));
     };
@@ -542,20 +608,20 @@ fn account_for(
     Ok(Ok(user))
 }
 
-/// The provider's name for the person, kept to what a name may be; else the address's local
-/// part.
+/// The provider's name for the person if registration would take it (cut to the longest a
+/// name may be); else the address's local part (which a valid address makes a valid name).
 fn display_name(claimed: Option<&str>, email: &str) -> String {
     let name: String = claimed
         .unwrap_or("")
+        .trim()
         .chars()
-        .filter(|c| !c.is_control())
-        .take(100)
+        .take(MAX_NAME_CHARS)
         .collect();
     let name = name.trim();
-    if name.is_empty() {
-        email.split('@').next().unwrap_or(email).to_string()
-    } else {
+    if name_problem(name).is_none() {
         name.to_string()
+    } else {
+        email.split('@').next().unwrap_or(email).to_string()
     }
 }
 
@@ -607,7 +673,7 @@ async fn code(
             "This sign-in is over. Sign in with your provider again.",
         )
     };
-    let hash = bound_state(auth.cookie.read_flow(jar), None).map_err(|_| gone())?;
+    let hash = flow_of(auth.cookie.read_flow(jar)).map_err(|_| gone())?;
     let now = clock::now();
     let waiting = db
         .run(move |conn| OidcLogin::find_waiting(conn, &hash, now))
@@ -763,6 +829,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn provider_names_follow_registration_rules() {
+        assert_eq!(display_name(Some(" Ann Lee "), "ann@x.example"), "Ann Lee");
+        assert_eq!(
+            display_name(Some("Ann\u{202E}gpj.exe"), "ann@x.example"),
+            "ann"
+        );
+        assert_eq!(display_name(Some("A\u{200B}dmin"), "ann@x.example"), "ann");
+        assert_eq!(display_name(None, "ann@x.example"), "ann");
+        assert_eq!(
+            display_name(Some(&"n".repeat(300)), "a@x.example").len(),
+            100
+        );
+    }
+
+    #[test]
     fn return_to_stays_on_this_origin() {
         for (given, kept) in [
             (Some("/dashboard?tab=1"), "/dashboard?tab=1"),
@@ -782,7 +863,12 @@ mod tests {
     fn state_must_match_the_cookie() {
         let state = SessionToken::generate().expose();
         assert!(bound_state(Some(state.clone()), Some(&state)).is_ok());
-        assert!(bound_state(Some(state.clone()), None).is_ok());
+        assert_eq!(
+            bound_state(Some(state.clone()), None).err(),
+            Some(Failure::StateMismatch),
+            "a callback without state"
+        );
+        assert!(flow_of(Some(state.clone())).is_ok());
         let other = SessionToken::generate().expose();
         assert_eq!(
             bound_state(Some(state.clone()), Some(&other)).err(),

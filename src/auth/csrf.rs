@@ -17,6 +17,10 @@ use crate::config::Settings;
 #[derive(Debug, Clone, Default)]
 pub struct CrossSiteCheck {
     allowed_origins: Vec<String>,
+    /// `cookie_secure`: the site is served over HTTPS, so a page of this host over plain HTTP
+    /// (which anyone on the network path can write) is another site. Loopback hosts excepted:
+    /// browsers count `http://localhost` as secure.
+    https_only: bool,
 }
 
 /// Methods that change nothing and need no check.
@@ -28,6 +32,7 @@ impl CrossSiteCheck {
     pub fn from_settings(settings: &Settings) -> CrossSiteCheck {
         CrossSiteCheck {
             allowed_origins: settings.allowed_origins.clone(),
+            https_only: settings.cookie_secure,
         }
     }
 
@@ -104,10 +109,28 @@ impl CrossSiteCheck {
         }
         let host = host.map(|h| h.trim().to_ascii_lowercase());
         match (origin_authority(&origin), host) {
-            (Some(authority), Some(host)) if same_authority(&authority, &host) => Ok(()),
+            (Some(authority), Some(host)) if same_authority(&authority, &host) => {
+                if self.https_only && origin.starts_with("http://") && !is_loopback(&authority) {
+                    return Err(AuthError::CrossSite);
+                }
+                Ok(())
+            }
             _ => Err(AuthError::CrossSite),
         }
     }
+}
+
+/// `localhost`, `127.0.0.1` (any 127/8 address) or `[::1]`, with or without a port.
+fn is_loopback(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn normalize_origin(origin: &str) -> String {
@@ -162,6 +185,7 @@ mod tests {
     fn origins() {
         let check = CrossSiteCheck {
             allowed_origins: vec!["https://app.example".into()],
+            https_only: false,
         };
         let host = Some("auth.example");
         assert!(check.check_origin(None, None, host).is_ok());
@@ -183,5 +207,37 @@ mod tests {
             check.check_origin(Some("null"), None, host),
             Err(AuthError::CrossSite)
         );
+    }
+
+    #[test]
+    fn the_origin_scheme_counts_when_the_site_is_https() {
+        let check = CrossSiteCheck {
+            allowed_origins: Vec::new(),
+            https_only: true,
+        };
+        let host = Some("auth.example");
+        assert!(check
+            .check_origin(Some("https://auth.example"), None, host)
+            .is_ok());
+        // A plain-HTTP page of the same host: written by anyone on the network path.
+        assert_eq!(
+            check.check_origin(Some("http://auth.example"), None, host),
+            Err(AuthError::CrossSite)
+        );
+        // Loopback is a secure context to browsers.
+        for (origin, host) in [
+            ("http://127.0.0.1:8000", "127.0.0.1:8000"),
+            ("http://localhost:8000", "localhost:8000"),
+            ("http://[::1]:8000", "[::1]:8000"),
+        ] {
+            assert!(
+                check.check_origin(Some(origin), None, Some(host)).is_ok(),
+                "{origin}"
+            );
+        }
+        let plain = CrossSiteCheck::default();
+        assert!(plain
+            .check_origin(Some("http://auth.example"), None, host)
+            .is_ok());
     }
 }

@@ -27,6 +27,8 @@ pub enum AuthError {
     Unavailable,
     /// The password-hashing queue is full (`login_queue_max`): 503 with `Retry-After`, at once.
     Overloaded,
+    /// This client has used up its tries of a secret for now (429 with `Retry-After`).
+    Throttled { retry_after: i64 },
     /// The database failed in some other way; the cause is logged (500).
     Internal,
 }
@@ -39,6 +41,7 @@ impl AuthError {
             AuthError::Forbidden | AuthError::CrossSite => Status::Forbidden,
             AuthError::MethodOverride => Status::MethodNotAllowed,
             AuthError::Unavailable | AuthError::Overloaded => Status::ServiceUnavailable,
+            AuthError::Throttled { .. } => Status::TooManyRequests,
             AuthError::Internal => Status::InternalServerError,
         }
     }
@@ -63,6 +66,7 @@ impl fmt::Display for AuthError {
             AuthError::MethodOverride => "method override refused",
             AuthError::Unavailable => "database unavailable",
             AuthError::Overloaded => "too many password checks at once",
+            AuthError::Throttled { .. } => "too many tries",
             AuthError::Internal => "internal error",
         })
     }

@@ -26,6 +26,10 @@ use crate::db::models::{Session, SessionPolicy, User};
 use crate::db::Db;
 use crate::token::{SessionToken, TokenHash};
 
+/// How long after a session's last use a token that its refresh replaced may still arrive
+/// without ending it (a request sent just before the refresh).
+const REUSE_GRACE: chrono::Duration = chrono::Duration::seconds(10);
+
 /// Everything the guards need, managed once by the fairing.
 pub struct Authenticator {
     pub(crate) lookup: SessionLookup,
@@ -107,6 +111,30 @@ impl Authenticator {
         self.resolve(req, true).await
     }
 
+    /// A token that is no session's may be one a refresh replaced: then it was copied, and
+    /// the session it was rotated into ends (in the background, bounded like the touches; the
+    /// answer is 401 either way). A token used again within [`REUSE_GRACE`] of its session's
+    /// last use is taken for a request that was under way when the refresh happened.
+    fn end_if_reused(&self, req: &Request<'_>, hash: TokenHash, now: chrono::NaiveDateTime) {
+        let client = ClientInfo::new(
+            req.client_ip().map(|ip| ip.to_string()),
+            req.headers().get_one("User-Agent"),
+        );
+        self.db.run_detached("token reuse check", move |conn| {
+            let Some(session) = Session::revoke_reused(conn, &hash, now - REUSE_GRACE)? else {
+                return Ok(());
+            };
+            tracing::warn!(session = %session.id, "a replaced token was used again: session ended");
+            let event = crate::db::models::NewEvent {
+                user_id: &session.user_id,
+                kind: crate::db::models::EventKind::SessionRevoked,
+                session_id: Some(&session.id),
+                client: &client,
+            };
+            crate::db::models::SecurityEvent::record(conn, event, now)
+        });
+    }
+
     async fn resolve(
         &self,
         req: &Request<'_>,
@@ -125,6 +153,7 @@ impl Authenticator {
         let hash = token.hash();
         let now = clock::now();
         let Some((mut session, user)) = self.lookup.resolve(hash, now).await? else {
+            self.end_if_reused(req, hash, now);
             return Err(match via {
                 Via::Cookie => AuthError::stale_cookie(),
                 Via::Bearer => AuthError::unauthenticated(),
@@ -337,6 +366,11 @@ impl Sentinel for AdminUser {
     }
 }
 
+/// Bearer requests to the cleanup endpoint one client may make per [`CRON_WINDOW`] while
+/// `CRON_SECRET` is set (a scheduler calls it hourly).
+const CRON_TRIES_PER_WINDOW: i32 = 10;
+const CRON_WINDOW: chrono::Duration = chrono::Duration::minutes(10);
+
 /// Who may run a cleanup over HTTP: the scheduler holding `CRON_SECRET`, or an admin.
 pub enum CleanupCaller {
     CronSecret,
@@ -360,6 +394,28 @@ impl<'r> FromRequest<'r> for CleanupCaller {
             Err(e) => return fail(req, e),
         };
         if let (Some(secret), Some(Ok(given))) = (&auth.cron_secret, bearer_value(req)) {
+            // Every try of the secret counts against the client's budget before it is
+            // compared: a weak secret cannot be guessed at request speed.
+            if let Some(ip) = req.client_ip() {
+                let budgets = vec![(
+                    crate::auth::throttle::ip_key("cron-ip", &ip.to_string()),
+                    CRON_TRIES_PER_WINDOW,
+                )];
+                let now = crate::clock::now();
+                let taken = auth
+                    .db
+                    .run(move |conn| {
+                        crate::auth::throttle::take_budget(conn, &budgets, CRON_WINDOW, now)
+                    })
+                    .await;
+                match taken {
+                    Ok(None) => {}
+                    Ok(Some(retry_after)) => {
+                        return fail(req, AuthError::Throttled { retry_after })
+                    }
+                    Err(e) => return fail(req, e.into()),
+                }
+            }
             if secret_matches(given, secret) {
                 return Outcome::Success(CleanupCaller::CronSecret);
             }

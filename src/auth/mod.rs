@@ -9,6 +9,7 @@ pub mod guard;
 pub mod lookup;
 pub mod mfa;
 pub mod oidc;
+pub mod ownership;
 pub mod password;
 pub mod throttle;
 

@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::io::Read as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -39,10 +40,26 @@ type Client = CoreClient<
 /// The largest answer read from a provider (discovery documents and key sets are small).
 const MAX_RESPONSE_BYTES: u64 = 1 << 20;
 
+/// Provider calls (each blocks a thread for up to the agent's timeouts) that may be under
+/// way at once, for all providers together. Beyond it a sign-in fails at once as
+/// `provider_unavailable`: a provider that is down must not take the threads the database
+/// and password hashing need.
+const MAX_PROVIDER_CALLS: usize = 8;
+
 /// Every configured provider (managed state; empty when none are configured).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct OidcProviders {
     providers: Vec<Arc<Provider>>,
+    calls: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for OidcProviders {
+    fn default() -> Self {
+        OidcProviders {
+            providers: Vec::new(),
+            calls: Arc::new(tokio::sync::Semaphore::new(MAX_PROVIDER_CALLS)),
+        }
+    }
 }
 
 impl OidcProviders {
@@ -60,7 +77,31 @@ impl OidcProviders {
                 .spawn(move || provider.discover_until_found())
                 .expect("spawn a discovery thread");
         }
-        OidcProviders { providers }
+        OidcProviders {
+            providers,
+            ..OidcProviders::default()
+        }
+    }
+
+    /// Runs `call` (blocking HTTP to `provider`) on the blocking pool, if fewer than
+    /// [`MAX_PROVIDER_CALLS`] are under way; otherwise fails at once.
+    pub async fn call<T, F>(&self, provider: Arc<Provider>, call: F) -> Result<T, OidcFailure>
+    where
+        F: FnOnce(&Provider) -> Result<T, OidcFailure> + Send + 'static,
+        T: Send + 'static,
+    {
+        let Ok(permit) = self.calls.clone().try_acquire_owned() else {
+            return Err(OidcFailure::Unavailable(
+                "too many provider calls under way".into(),
+            ));
+        };
+        let task = move || {
+            let _permit = permit;
+            call(&provider)
+        };
+        rocket::tokio::task::spawn_blocking(task)
+            .await
+            .unwrap_or_else(|_| Err(OidcFailure::Unavailable("the provider call failed".into())))
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Provider>> {
@@ -111,6 +152,9 @@ pub struct VerifiedIdentity {
 pub struct Provider {
     pub settings: OidcProviderSettings,
     client: RwLock<Option<Arc<Client>>>,
+    /// A discovery is under way: another caller does not start a second one (it fails at
+    /// once), so a provider that is down costs one waiting thread, not one per sign-in.
+    discovering: AtomicBool,
     http: ureq::Agent,
 }
 
@@ -128,6 +172,7 @@ impl Provider {
         Provider {
             settings,
             client: RwLock::new(None),
+            discovering: AtomicBool::new(false),
             http: http.build(),
         }
     }
@@ -155,8 +200,24 @@ impl Provider {
         }
     }
 
-    /// Fetches the discovery document and the key set now, and keeps the client they make.
+    /// Fetches the discovery document and the key set now, and keeps the client they make;
+    /// fails at once while another discovery of this provider is under way.
     fn discover(&self) -> Result<Arc<Client>, OidcFailure> {
+        if self
+            .discovering
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(OidcFailure::Unavailable(
+                "a discovery of this provider is under way".into(),
+            ));
+        }
+        let discovered = self.discover_now();
+        self.discovering.store(false, Ordering::Release);
+        discovered
+    }
+
+    fn discover_now(&self) -> Result<Arc<Client>, OidcFailure> {
         let issuer = IssuerUrl::new(self.settings.issuer.clone())
             .map_err(|e| OidcFailure::Unavailable(format!("issuer URL: {e}")))?;
         let http = |request: HttpRequest| send(&self.http, request);
@@ -175,17 +236,35 @@ impl Provider {
         Ok(client)
     }
 
-    /// The kept client, or a new discovery when there is none yet.
-    fn client(&self) -> Result<Arc<Client>, OidcFailure> {
-        let kept = self
-            .client
+    /// The client the last discovery made, if one has succeeded.
+    fn kept(&self) -> Option<Arc<Client>> {
+        self.client
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        match kept {
-            Some(client) => Ok(client),
-            None => self.discover(),
+            .clone()
+    }
+
+    /// The kept client, or a new discovery when there is none yet.
+    fn client(&self) -> Result<Arc<Client>, OidcFailure> {
+        if let Some(client) = self.kept() {
+            return Ok(client);
         }
+        let discovered = self.discover();
+        if discovered.is_ok() || !self.discovering.load(Ordering::Acquire) {
+            return discovered;
+        }
+        // Another discovery is under way (the boot thread's, or another sign-in's): wait a
+        // little for its client rather than fail a sign-in that came a moment too early.
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(100));
+            if let Some(client) = self.kept() {
+                return Ok(client);
+            }
+            if !self.discovering.load(Ordering::Acquire) {
+                break;
+            }
+        }
+        discovered
     }
 
     /// Where to send the browser: the authorization request with PKCE (S256), this `state`,

@@ -40,7 +40,7 @@ impl LoginKeys {
     pub fn new(normalized_email: &str, ip: Option<&str>) -> LoginKeys {
         LoginKeys {
             email: format!("email:{}", hashed(normalized_email)),
-            ip: ip.map(|ip| format!("ip:{ip}")),
+            ip: ip.map(|ip| ip_key("ip", ip)),
         }
     }
 }
@@ -150,6 +150,24 @@ pub fn take_budget(
     taken.refusal()
 }
 
+/// The key of `purpose`'s budget for a client address. An IPv6 client is counted by its /64:
+/// one subscriber's network, whose every one of 2^64 addresses the client may use in turn.
+/// An IPv4 address (and an IPv4-mapped IPv6 one) counts whole.
+pub fn ip_key(purpose: &str, ip: &str) -> String {
+    use std::net::IpAddr;
+    match ip.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("{purpose}:{v4}"),
+            None => {
+                let s = v6.segments();
+                format!("{purpose}:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Ok(IpAddr::V4(v4)) => format!("{purpose}:{v4}"),
+        Err(_) => format!("{purpose}:{ip}"),
+    }
+}
+
 /// The key of `purpose`'s budget for an address (hashed, like the login keys).
 pub fn email_key(purpose: &str, normalized_email: &str) -> String {
     format!("{purpose}-email:{}", hashed(normalized_email))
@@ -189,6 +207,21 @@ pub fn record_success(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_clients_count_by_their_64() {
+        assert_eq!(
+            ip_key("ip", "2001:db8:1:2:aaaa::1"),
+            ip_key("ip", "2001:db8:1:2:ffff:1:2:3")
+        );
+        assert_ne!(
+            ip_key("ip", "2001:db8:1:2::1"),
+            ip_key("ip", "2001:db8:1:3::1")
+        );
+        assert_eq!(ip_key("ip", "::ffff:192.0.2.7"), "ip:192.0.2.7");
+        assert_eq!(ip_key("ip", "192.0.2.7"), "ip:192.0.2.7");
+        assert_ne!(ip_key("ip", "192.0.2.7"), ip_key("ip", "192.0.2.8"));
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

@@ -174,6 +174,19 @@ impl Answer {
             .map(|(_, v)| v.as_str())
             .collect()
     }
+
+    /// The `session=…` pair this answer set (the debug profile's cookie name), for a `Cookie`
+    /// header.
+    pub fn session_pair(&self) -> String {
+        self.set_cookies()
+            .into_iter()
+            .find(|c| c.starts_with("session=") && !c.starts_with("session=;"))
+            .unwrap_or_else(|| panic!("no session cookie: {} {}", self.status, self.body))
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string()
+    }
 }
 
 pub fn fetch(req: ureq::Request, body: Option<Value>) -> Answer {

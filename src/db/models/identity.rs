@@ -69,6 +69,12 @@ impl Identity {
             .map(drop)
     }
 
+    /// Unlinks every account linked to the user; returns how many there were.
+    pub fn unlink_all(conn: &mut DbConnection, user_id: &UserId) -> QueryResult<usize> {
+        diesel::delete(identities::table.filter(identities::user_id.eq(user_id.as_str())))
+            .execute(conn)
+    }
+
     /// Unlinks one of the user's accounts; false when the user has no such link.
     pub fn unlink(conn: &mut DbConnection, user_id: &UserId, id: &str) -> QueryResult<bool> {
         diesel::delete(

@@ -305,6 +305,34 @@ impl Session {
         Ok((deleted == 1).then_some(session))
     }
 
+    /// A token that a refresh replaced, presented again: it was copied, and whoever holds
+    /// the session's current token may be the one who copied it (OAuth's refresh token reuse
+    /// detection). Deletes the session it names, unless the session was used since
+    /// `settled_before` (a request that left with the old token just before the refresh is
+    /// not a theft). Returns the deleted session.
+    pub fn revoke_reused(
+        conn: &mut DbConnection,
+        hash: &TokenHash,
+        settled_before: NaiveDateTime,
+    ) -> QueryResult<Option<Session>> {
+        let Some(session) = sessions::table
+            .filter(sessions::previous_token_hash.eq(hash.as_bytes()))
+            .filter(sessions::last_seen_at.lt(settled_before))
+            .select(Session::as_select())
+            .first(conn)
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let deleted = diesel::delete(
+            sessions::table
+                .find(session.id.as_str())
+                .filter(sessions::previous_token_hash.eq(hash.as_bytes())),
+        )
+        .execute(conn)?;
+        Ok((deleted == 1).then_some(session))
+    }
+
     /// The user of a session that is still there and unexpired.
     pub fn live_user(
         conn: &mut DbConnection,
