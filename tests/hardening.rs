@@ -404,6 +404,40 @@ fn a_replaced_token_used_again_ends_the_session(backend: Backend) {
     assert!(kinds.contains(&"session_revoked"), "{kinds:?}");
 }
 
+/// `CRON_SECRET` cannot be guessed at request speed: every bearer try of the cleanup endpoint
+/// counts against the client's budget (10 per 10 minutes), the right secret included once it
+/// is spent.
+fn cron_secret_guesses_are_budgeted(backend: Backend) {
+    let Some(db) = TestDb::new(backend) else {
+        return;
+    };
+    let secret = "a-cron-secret-of-some-length";
+    let server = Server::start(&db.url, &[("CRON_SECRET", secret)]);
+    let cleanup = |given: &str| {
+        fetch(
+            bearer(
+                agent().post(&format!("{}/api/admin/cleanup-sessions", server.base)),
+                given,
+            ),
+            None,
+        )
+    };
+    assert_eq!(cleanup(secret).status, 200);
+    for i in 0..9 {
+        let wrong = cleanup(&format!("guess-number-{i}-of-many"));
+        assert_eq!(
+            (wrong.status, wrong.code()),
+            (401, "unauthenticated".into())
+        );
+    }
+    let spent = cleanup(secret);
+    assert_eq!(
+        (spent.status, spent.code()),
+        (429, "too_many_attempts".into())
+    );
+    assert!(spent.header("retry-after").is_some());
+}
+
 /// Registrations have a per-client budget (`ip_max_registrations` per `ip_failure_window`):
 /// past it 429 with `Retry-After`; a taken address (409) counts too, so addresses cannot be
 /// tried at full speed; an IPv6 client is counted by its /64 (here through a trusted
@@ -576,6 +610,7 @@ fn sqlite_file_is_private() {
 
 on_both_backends!(
     a_replaced_token_used_again_ends_the_session,
+    cron_secret_guesses_are_budgeted,
     registrations_have_a_budget_per_client,
     writes_racing_a_deletion,
     cross_site_check_whatever_the_spelling,

@@ -861,6 +861,7 @@ fn pre_hijacked_accounts_go_to_the_mailbox_owner(backend: Backend) {
 
 on_both_backends!(
     pre_hijacked_accounts_go_to_the_mailbox_owner,
+    a_stalled_provider_stalls_nothing_else,
     signs_in_creates_and_links_accounts,
     failures_go_back_to_the_page,
     provider_down_at_boot_and_keys_rotated,
@@ -868,6 +869,69 @@ on_both_backends!(
     without_a_password,
     second_factor_after_the_provider,
 );
+
+/// A provider that takes connections and never answers holds up nothing but its own
+/// sign-ins: provider calls are bounded (8 at once, one discovery at a time per provider), so
+/// a burst of starts goes back to the page quickly with `provider_unavailable` while password
+/// sign-ins go on being answered.
+fn a_stalled_provider_stalls_nothing_else(backend: Backend) {
+    let Some(db) = TestDb::new(backend) else {
+        return;
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stalled = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let providers = format!(
+        r#"[{{id="{ID}",name="Stalled",issuer="http://127.0.0.1:{stalled}",client_id="c",client_secret="s"}}]"#
+    );
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let server = Server::start_on(
+        port,
+        &db.url,
+        &[
+            ("ROCKET_PUBLIC_URL", base.as_str()),
+            ("ROCKET_OIDC_PROVIDERS", providers.as_str()),
+            // A small blocking pool (the default is 512), shared by database calls and
+            // provider calls: provider calls must not be able to take it all.
+            ("ROCKET_MAX_BLOCKING", "16"),
+        ],
+    );
+    let registered = fetch(
+        ureq::post(&format!("{base}/api/auth/register")),
+        Some(json!({ "email": "patient@example.test", "name": "P", "password": PASSWORD })),
+    );
+    assert_eq!(registered.status, 201, "{}", registered.body);
+    let starts: Vec<_> = (0..24)
+        .map(|_| {
+            let url = format!("{base}/api/auth/oidc/{ID}/start");
+            thread::spawn(move || Browser::new().get(&url))
+        })
+        .collect();
+    // Meanwhile, password sign-ins are answered (a 503 would mean the database's threads or
+    // connections were taken).
+    for _ in 0..6 {
+        let answer = fetch(
+            ureq::post(&format!("{}/api/auth/token", server.base)),
+            Some(json!({ "email": "patient@example.test", "password": PASSWORD })),
+        );
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    let expected = format!("{base}/?oidc_error=provider_unavailable");
+    for start in starts {
+        let page = start.join().unwrap();
+        assert_eq!(
+            page.location.as_deref(),
+            Some(expected.as_str()),
+            "{page:?}"
+        );
+    }
+}
 
 /// Configuration mistakes stop the server at boot with one line (exit 2).
 #[test]

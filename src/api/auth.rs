@@ -9,6 +9,7 @@ use rocket::serde::json::Json;
 use rocket::{Route, State};
 use serde::{Deserialize, Serialize};
 
+use crate::api::confirm::{confirm_password, Confirmation};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::json::{render, JsonBody};
 use crate::api::validation::{
@@ -17,7 +18,6 @@ use crate::api::validation::{
 };
 use crate::api::views::{NewToken, Refreshed, SessionView, UserView};
 use crate::auth::guard::{PresentedToken, Via};
-use crate::auth::password::HashSlot;
 use crate::auth::{mfa, throttle, Authenticator, CurrentSession};
 use crate::clock;
 use crate::config::Settings;
@@ -628,103 +628,12 @@ enum PasswordChanged {
     Token(Json<NewToken>),
 }
 
-/// How recent a session of an account without a password must be to stand in for the
-/// password: such an account has just shown the provider who it is.
-pub(crate) const FRESH_SIGN_IN: chrono::Duration = chrono::Duration::minutes(10);
-
-/// What a signed-in user gives to confirm a sensitive change (a new password, deleting the
-/// account, setting up a second factor): the current password, and for an account that has a
-/// second factor, a code from it too.
-pub(crate) struct Confirmation {
-    pub password: Option<String>,
-    pub code: Option<String>,
-}
-
-/// Checks a [`Confirmation`] of the signed-in user, in a place of the hashing queue that the
-/// caller keeps for any hashing that follows.
-///
-/// A password account's confirmation is a sign-in attempt for its address: it is taken out of
-/// the login budgets first (429 while the address is backed off or the client's IP has used
-/// its failures), a wrong password counts as a failed sign-in (403 `invalid_credentials`), and
-/// only a complete confirmation ends the streak. So a stolen session guesses the password no
-/// faster than the sign-in form allows. An account with a second factor must also give a code
-/// (403 `mfa_required` without one; wrong codes count against the account's hourly code
-/// budget): the password alone is not enough to delete it or change how it signs in.
-///
-/// An account without a password (it signs in with a provider) has no password to give: its
-/// session must instead be at most [`FRESH_SIGN_IN`] old (403 `reauthentication_required`);
-/// such a session passed the second factor when it signed in.
-pub(crate) async fn confirm_password(
-    (db, auth, settings): (&Db, &Authenticator, &Settings),
-    client: &ClientInfo,
-    current: &CurrentSession,
-    confirmation: Confirmation,
-) -> ApiResult<HashSlot> {
-    let slot = auth.hash_slot()?;
-    let Some(hash) = &current.user.password_hash else {
-        if clock::now() - current.session.created_at > FRESH_SIGN_IN {
-            return Err(ApiError::reauthentication_required());
-        }
-        return Ok(slot);
-    };
-    let keys = throttle::LoginKeys::new(&current.user.email, client.ip.as_deref());
-    let (budget, now) = (settings.clone(), clock::now());
-    let (refused, keys) = db
-        .run(move |conn| Ok((throttle::take_attempt(conn, &budget, &keys, now)?, keys)))
-        .await?;
-    if let Some(seconds) = refused {
-        return Err(ApiError::too_many_attempts(seconds));
-    }
-    let password = confirmation.password.unwrap_or_default();
-    if password.is_empty()
-        || password.len() > MAX_PASSWORD_BYTES
-        || !slot.verify(password, Some(hash.clone())).await
-    {
-        return Err(ApiError::invalid_credentials(Status::Forbidden));
-    }
-    if current.user.mfa_enabled() {
-        let Some(code) = confirmation.code.filter(|c| !c.trim().is_empty()) else {
-            return Err(ApiError {
-                status: Status::Forbidden,
-                ..ApiError::mfa_required()
-            });
-        };
-        let code = code.trim().to_string();
-        crate::api::mfa::take_code_check(db, &current.user.id, &code).await?;
-        let (second_factor, user_id) = (auth.second_factor.clone(), current.user.id.clone());
-        let session_id = current.session.id.clone();
-        let client = client.clone();
-        let accepted = db
-            .run(move |conn| {
-                conn.transaction(|conn| {
-                    let accepted = second_factor.check_code(conn, &user_id, &code, now)?;
-                    if accepted == Some(mfa::Accepted::RecoveryCode) {
-                        let used = EventKind::RecoveryCodeUsed;
-                        record(conn, &user_id, used, Some(&session_id), &client, now)?;
-                    }
-                    Ok(accepted)
-                })
-            })
-            .await?;
-        if accepted.is_none() {
-            return Err(ApiError::wrong_code(Status::Forbidden));
-        }
-    }
-    let ended = db
-        .run(move |conn| throttle::record_success(conn, &keys, now))
-        .await;
-    if let Err(error) = ended {
-        tracing::warn!(%error, "could not end a failure streak");
-    }
-    Ok(slot)
-}
-
 #[derive(Deserialize)]
 struct PasswordBody {
-    /// Absent for an account that has no password yet (see [`confirm_password`]).
+    /// Absent for an account that has no password yet (see `api::confirm`).
     #[serde(default)]
     current_password: Option<String>,
-    /// For an account with a second factor: a code from it (see [`confirm_password`]).
+    /// For an account with a second factor: a code from it (see `api::confirm`).
     #[serde(default)]
     code: Option<String>,
     new_password: String,
@@ -807,7 +716,7 @@ async fn change_password(
 struct DeleteAccountBody {
     #[serde(default)]
     password: Option<String>,
-    /// For an account with a second factor: a code from it (see [`confirm_password`]).
+    /// For an account with a second factor: a code from it (see `api::confirm`).
     #[serde(default)]
     code: Option<String>,
 }

@@ -7,7 +7,6 @@
 //! it commits: an enrollment, a confirmation, a removal and a sign-in of one account take
 //! turns (see `db::models::second_factor`).
 
-use chrono::Duration;
 use diesel::result::Error as DieselError;
 use diesel::Connection;
 use rocket::http::Status;
@@ -15,11 +14,12 @@ use rocket::response::content::RawJson;
 use rocket::{Route, State};
 use serde::{Deserialize, Serialize};
 
-use crate::api::auth::{confirm_password, record, Confirmation};
+use crate::api::auth::record;
+use crate::api::confirm::{confirm_password, take_code_check, Confirmation};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::json::{render, JsonBody};
 use crate::auth::mfa::{new_recovery_codes, Accepted};
-use crate::auth::{ownership, throttle, Authenticator, CurrentSession};
+use crate::auth::{ownership, Authenticator, CurrentSession};
 use crate::clock;
 use crate::config::Settings;
 use crate::db::models::second_factor::{self, RecoveryCode, TotpFactor};
@@ -35,16 +35,9 @@ pub fn routes() -> Vec<Route> {
     rocket::routes![begin, confirm, turn_off]
 }
 
-/// Codes an account may try in an hour when confirming or turning off its second factor: a
-/// stolen session must not be able to guess its way to turning the factor off.
-const CODE_CHECKS_PER_HOUR: i32 = 10;
-
-/// Codes are short; anything longer is not one and is not looked at.
-const MAX_CODE_LEN: usize = 64;
-
 #[derive(Deserialize)]
 struct PasswordBody {
-    /// Absent for an account without a password (see `confirm_password`).
+    /// Absent for an account without a password (see `api::confirm`).
     #[serde(default)]
     password: Option<String>,
 }
@@ -111,21 +104,6 @@ fn qr_svg(uri: &str) -> String {
             .build(),
         // An otpauth URI is far below a QR code's capacity; the page shows the secret anyway.
         Err(_) => String::new(),
-    }
-}
-
-/// Takes one code check out of the account's hourly budget (429 when it is spent); a code
-/// too long to be one is refused after that, without a look.
-pub(crate) async fn take_code_check(db: &Db, user_id: &UserId, code: &str) -> ApiResult<()> {
-    let budgets = vec![(format!("mfa-user:{user_id}"), CODE_CHECKS_PER_HOUR)];
-    let now = clock::now();
-    let refused = db
-        .run(move |conn| throttle::take_budget(conn, &budgets, Duration::hours(1), now))
-        .await?;
-    match refused {
-        Some(seconds) => Err(ApiError::too_many_attempts(seconds)),
-        None if code.len() > MAX_CODE_LEN => Err(wrong_code()),
-        None => Ok(()),
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub(crate) mod confirm;
 pub mod cors;
 pub mod email;
 pub mod error;

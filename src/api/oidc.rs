@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::api::auth::{open_session, record, replaced_cookie_session};
+use crate::api::confirm::take_code_check;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::json::{render, JsonBody};
-use crate::api::mfa::take_code_check;
 use crate::api::validation::{email_problem, name_problem, normalize_email, MAX_NAME_CHARS};
 use crate::api::views::{SessionView, UserView};
 use crate::auth::cookies::FLOW_COOKIE_SECONDS;

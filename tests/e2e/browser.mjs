@@ -412,6 +412,18 @@ try {
     await a.locator("#sessions li").first().waitFor();
     if (await a.locator("#login-code").isVisible()) throw new Error("code field still shown");
 
+    // With a second factor, changing the password asks for a code too.
+    await a.locator("#password-code").waitFor({ state: "visible" });
+    await a.fill("#current-password", newPassword);
+    await a.fill("#new-password", newPassword);
+    await a.click("#password-form button[type=submit]");
+    await a.locator("#password-form .notice.error").waitFor();
+    await a.fill("#current-password", newPassword);
+    await a.fill("#password-code", codes[1]);
+    await a.fill("#new-password", newPassword);
+    await a.click("#password-form button[type=submit]");
+    await a.locator("#password-form .notice.ok").waitFor();
+
     await a.fill("#mfa-disable-code", codes[0]);
     await a.click("#mfa-disable");
     await a.locator("#mfa-begin-form .notice.ok").waitFor();
@@ -420,6 +432,7 @@ try {
     for (const kind of ["Two-factor sign-in turned off", "Recovery code used", "Two-factor sign-in turned on"]) {
       if (!kinds.includes(kind)) throw new Error(`no "${kind}" event: ${kinds}`);
     }
+    if (await a.locator("#password-code").isVisible()) throw new Error("the code field stayed");
     await shot(a, "mfa-off", "turned off with a recovery code; the events list it");
   });
 
