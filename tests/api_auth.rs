@@ -135,6 +135,23 @@ fn register_validation_and_taken_email(backend: Backend) {
             reply.body
         );
     }
+    // An account stored under the looser rules of earlier versions still signs in.
+    h.register("legacy@example.com", PASSWORD);
+    h.db.run_blocking(|conn| {
+        use diesel::prelude::*;
+        use latchkey::db::schema::users;
+        diesel::update(users::table.filter(users::email.eq("legacy@example.com")))
+            .set(users::email.eq("jörg..x@my_host.example"))
+            .execute(conn)
+    })
+    .unwrap();
+    let reply = h.post(
+        "/api/auth/login",
+        json!({ "email": "JÖRG..x@my_host.example", "password": PASSWORD }),
+        &Auth::None,
+    );
+    assert_eq!(reply.status, Status::Ok, "{:?}", reply.body);
+
     // A fullwidth domain is the same domain: one account.
     h.register("fw@example.com", PASSWORD);
     let reply = h.post(

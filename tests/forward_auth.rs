@@ -284,7 +284,15 @@ fn behind(kind: &str, backend: Backend) {
     let Some(db) = TestDb::new(backend) else {
         return;
     };
-    let server = Server::start(&db.url, &[("ROCKET_LOGIN_URL", "/login")]);
+    // Secure cookies, as in production: the cookie is `__Host-session`, the name the shipped
+    // configurations keep from the application.
+    let server = Server::start(
+        &db.url,
+        &[
+            ("ROCKET_LOGIN_URL", "/login"),
+            ("ROCKET_COOKIE_SECURE", "true"),
+        ],
+    );
     let latchkey: u16 = server.base.rsplit(':').next().unwrap().parse().unwrap();
     let app = start_app();
     let Some((_proxy, port)) = start_proxy(kind, latchkey, app) else {
@@ -340,12 +348,15 @@ fn behind(kind: &str, backend: Backend) {
     expected.insert("x-latchkey-user-email-verified".into(), json!("false"));
     expected.insert("cookie".into(), json!("app_pref=dark; app_cart=3"));
     assert_eq!(seen.json(), serde_json::Value::Object(expected), "{kind}");
-    // The session cookie first, last, alone, and a cookie whose name only ends like it.
+    // The session cookie first, last, alone; after an application cookie named `session`
+    // (which stays); beside a cookie whose name only ends like it.
+    assert!(cookie.starts_with("__Host-session="), "{cookie}");
     for (sent, kept) in [
         (format!("{cookie}; app_cart=3"), "app_cart=3"),
         (format!("app_cart=3; {cookie}"), "app_cart=3"),
         (cookie.clone(), ""),
-        (format!("my_session=1; {cookie}"), "my_session=1"),
+        (format!("session=APPCOOKIE; {cookie}"), "session=APPCOOKIE"),
+        (format!("x__Host-session=1; {cookie}"), "x__Host-session=1"),
     ] {
         let seen = fetch(
             agent().get(&format!("{base}/notes")).set("Cookie", &sent),

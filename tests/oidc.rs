@@ -837,6 +837,19 @@ fn pre_hijacked_accounts_go_to_the_mailbox_owner(backend: Backend) {
     let (frank, _) = site.sign_in("frank", "/");
     let squatted = site.me(&frank).json()["user"]["id"].clone();
     assert_eq!(site.me(&frank).json()["user"]["email_verified"], false);
+    // Nor can the squatter give that account a password of its own.
+    let first = site.call(
+        "POST",
+        "/api/auth/password",
+        Some(json!({ "new_password": "the squatter's pw" })),
+        Some(&session_of(&frank)),
+    );
+    assert_eq!(
+        (first.status, first.code()),
+        (403, "email_unverified".into()),
+        "{}",
+        first.body
+    );
     let taken = site.call(
         "POST",
         "/api/auth/register",

@@ -13,12 +13,12 @@ use crate::api::confirm::{confirm_password, Confirmation};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::json::{render, JsonBody};
 use crate::api::validation::{
-    check_fields, email_problem, name_problem, normalize_email, password_problem,
+    check_fields, email_problem, may_be_stored, name_problem, normalize_email, password_problem,
     MAX_PASSWORD_BYTES,
 };
 use crate::api::views::{NewToken, Refreshed, SessionView, UserView};
 use crate::auth::guard::{PresentedToken, Via};
-use crate::auth::{mfa, throttle, Authenticator, CurrentSession};
+use crate::auth::{mfa, ownership, throttle, Authenticator, CurrentSession};
 use crate::clock;
 use crate::config::Settings;
 use crate::db::models::session::ClientInfo;
@@ -372,7 +372,7 @@ async fn sign_in(
     let throttle_settings = settings.clone();
     let now = clock::now();
     // A string that cannot be a stored address is not looked up (and cannot reach SQL).
-    let lookup = email_problem(&email).is_none().then(|| email.clone());
+    let lookup = may_be_stored(&email).then(|| email.clone());
     // The attempt is taken out of the budgets before its password is checked, whether or not
     // the account exists: both paths write the same and cost the same.
     let (refused, user, keys) = db
@@ -645,6 +645,7 @@ async fn change_password(
     db: &State<Db>,
     auth: &State<Authenticator>,
     settings: &State<Settings>,
+    mailer: &State<Mailer>,
     metrics: &State<Metrics>,
     client: ClientInfo,
     jar: &CookieJar<'_>,
@@ -657,6 +658,12 @@ async fn change_password(
         new_password,
     } = body.0;
     check_fields(&[("new_password", password_problem(&new_password))])?;
+    // A first password is a new way in: not for an account whose address nobody has proved.
+    if !current.user.has_password()
+        && !ownership::may_add_sign_in_method(&current.user, mailer.enabled())
+    {
+        return Err(ApiError::verify_before_adding());
+    }
     let confirmation = Confirmation {
         password: current_password,
         code,

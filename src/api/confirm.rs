@@ -48,8 +48,9 @@ pub(crate) struct Confirmation {
 /// budget): the password alone is not enough to delete it or change how it signs in.
 ///
 /// An account without a password (it signs in with a provider) has no password to give: its
-/// session must instead be at most [`FRESH_SIGN_IN`] old (403 `reauthentication_required`);
-/// such a session passed the second factor when it signed in.
+/// session must instead be at most [`FRESH_SIGN_IN`] old (403 `reauthentication_required`),
+/// and with a second factor it gives a code too (the session may be the one that turned the
+/// factor on, which never passed it).
 pub(crate) async fn confirm_password(
     (db, auth, settings): (&Db, &Authenticator, &Settings),
     client: &ClientInfo,
@@ -61,6 +62,7 @@ pub(crate) async fn confirm_password(
         if clock::now() - current.session.created_at > FRESH_SIGN_IN {
             return Err(ApiError::reauthentication_required());
         }
+        check_second_factor(db, auth, client, current, confirmation.code).await?;
         return Ok(slot);
     };
     let keys = throttle::LoginKeys::new(&current.user.email, client.ip.as_deref());
@@ -78,39 +80,8 @@ pub(crate) async fn confirm_password(
     {
         return Err(ApiError::invalid_credentials(Status::Forbidden));
     }
-    if current.user.mfa_enabled() {
-        let Some(code) = confirmation.code.filter(|c| !c.trim().is_empty()) else {
-            return Err(ApiError {
-                status: Status::Forbidden,
-                ..ApiError::mfa_required()
-            });
-        };
-        let code = code.trim().to_string();
-        take_code_check(db, &current.user.id, &code).await?;
-        let (second_factor, user_id) = (auth.second_factor.clone(), current.user.id.clone());
-        let session_id = current.session.id.clone();
-        let client = client.clone();
-        let accepted = db
-            .run(move |conn| {
-                conn.transaction(|conn| {
-                    let accepted = second_factor.check_code(conn, &user_id, &code, now)?;
-                    if accepted == Some(mfa::Accepted::RecoveryCode) {
-                        let event = NewEvent {
-                            user_id: &user_id,
-                            kind: EventKind::RecoveryCodeUsed,
-                            session_id: Some(&session_id),
-                            client: &client,
-                        };
-                        SecurityEvent::record(conn, event, now)?;
-                    }
-                    Ok(accepted)
-                })
-            })
-            .await?;
-        if accepted.is_none() {
-            return Err(ApiError::wrong_code(Status::Forbidden));
-        }
-    }
+    check_second_factor(db, auth, client, current, confirmation.code).await?;
+    let now = clock::now();
     let ended = db
         .run(move |conn| throttle::record_success(conn, &keys, now))
         .await;
@@ -118,6 +89,53 @@ pub(crate) async fn confirm_password(
         tracing::warn!(%error, "could not end a failure streak");
     }
     Ok(slot)
+}
+
+/// For an account with a second factor, a code from it (403 `mfa_required` without one, 403
+/// `invalid_credentials` when wrong, counted against the account's hourly code budget).
+async fn check_second_factor(
+    db: &Db,
+    auth: &Authenticator,
+    client: &ClientInfo,
+    current: &CurrentSession,
+    code: Option<String>,
+) -> ApiResult<()> {
+    if !current.user.mfa_enabled() {
+        return Ok(());
+    }
+    let Some(code) = code.filter(|c| !c.trim().is_empty()) else {
+        return Err(ApiError {
+            status: Status::Forbidden,
+            ..ApiError::mfa_required()
+        });
+    };
+    let code = code.trim().to_string();
+    take_code_check(db, &current.user.id, &code).await?;
+    let (second_factor, user_id) = (auth.second_factor.clone(), current.user.id.clone());
+    let session_id = current.session.id.clone();
+    let client = client.clone();
+    let now = clock::now();
+    let accepted = db
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                let accepted = second_factor.check_code(conn, &user_id, &code, now)?;
+                if accepted == Some(mfa::Accepted::RecoveryCode) {
+                    let event = NewEvent {
+                        user_id: &user_id,
+                        kind: EventKind::RecoveryCodeUsed,
+                        session_id: Some(&session_id),
+                        client: &client,
+                    };
+                    SecurityEvent::record(conn, event, now)?;
+                }
+                Ok(accepted)
+            })
+        })
+        .await?;
+    if accepted.is_none() {
+        return Err(ApiError::wrong_code(Status::Forbidden));
+    }
+    Ok(())
 }
 
 /// Takes one code check out of the account's hourly budget (429 when it is spent); a code

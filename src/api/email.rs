@@ -136,12 +136,12 @@ async fn confirm_reset(
     // random tokens fill the hashing queue). `take` below is what accepts it.
     let hash = token.hash();
     let checked = clock::now();
-    if !db
-        .run(move |conn| MailToken::is_live(conn, MailKind::PasswordReset, &hash, checked))
+    let Some(owner) = db
+        .run(move |conn| MailToken::owner(conn, MailKind::PasswordReset, &hash, checked))
         .await?
-    {
+    else {
         return Err(ApiError::invalid_token());
-    }
+    };
     let slot = auth.hash_slot()?;
     let new_hash = slot.hash(new_password).await;
     drop(slot);
@@ -149,12 +149,17 @@ async fn confirm_reset(
     let revoked = db
         .run(move |conn| {
             conn.transaction(|conn| {
-                let Some(user_id) =
-                    MailToken::take(conn, MailKind::PasswordReset, &token.hash(), now)?
-                else {
+                // The account's row before the link's: a deletion of the account takes them in
+                // this order too (its row, then the cascade), so the two take turns instead of
+                // deadlocking.
+                if User::touch(conn, &owner, now)? == 0 {
                     return Ok(None);
-                };
-                let Some(user) = User::find_by_id(conn, &user_id)? else {
+                }
+                let taken = MailToken::take(conn, MailKind::PasswordReset, &token.hash(), now)?;
+                if taken.as_ref() != Some(&owner) {
+                    return Ok(None);
+                }
+                let Some(user) = User::find_by_id(conn, &owner)? else {
                     return Ok(None);
                 };
                 User::set_password_hash(conn, &user.id, &new_hash, now)?;
@@ -202,12 +207,20 @@ async fn verify_email(
     let now = clock::now();
     let verified = db
         .run(move |conn| {
+            let hash = token.hash();
+            let Some(user_id) = MailToken::owner(conn, MailKind::VerifyEmail, &hash, now)? else {
+                return Ok(false);
+            };
             conn.transaction(|conn| {
-                let Some(user_id) =
-                    MailToken::take(conn, MailKind::VerifyEmail, &token.hash(), now)?
-                else {
+                // The account's row first, as a deletion takes it (see `confirm_reset`).
+                if User::touch(conn, &user_id, now)? == 0 {
                     return Ok(false);
-                };
+                }
+                if MailToken::take(conn, MailKind::VerifyEmail, &hash, now)?.as_ref()
+                    != Some(&user_id)
+                {
+                    return Ok(false);
+                }
                 if User::mark_email_verified(conn, &user_id, now)? > 0 {
                     record(conn, &user_id, EventKind::EmailVerified, None, &client, now)?;
                 }

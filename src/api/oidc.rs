@@ -689,8 +689,13 @@ async fn code(
     let opened = db
         .run(move |conn| {
             let outcome = conn.transaction(|conn| {
-                // The row first (a write: on SQLite the write lock from here on), then the
-                // code; a wrong code rolls back and the sign-in keeps waiting.
+                // The account's row first (a write: on SQLite the write lock from here on), as
+                // a deletion of the account takes it, so the two take turns instead of
+                // deadlocking; then the waiting sign-in, then the code. A wrong code rolls
+                // back and the sign-in keeps waiting.
+                if User::touch(conn, &user_id, now)? == 0 {
+                    return Err(CodeAbort::Gone);
+                }
                 let Some(login) = OidcLogin::take(conn, &hash, now)? else {
                     return Err(CodeAbort::Gone);
                 };

@@ -99,6 +99,13 @@ pub(crate) fn email_problem(email: &str) -> Option<&'static str> {
     (!well_formed).then_some("Enter a valid email address.")
 }
 
+/// Whether `email` (normalised) could be an address stored by this or an earlier version of
+/// latchkey, whose rules were looser: what sign-in looks up. The strict rules above are for
+/// addresses being stored; an account made under the old ones must still sign in.
+pub(crate) fn may_be_stored(email: &str) -> bool {
+    email.len() <= MAX_EMAIL_LEN && email.contains('@') && !email.chars().any(|c| c.is_control())
+}
+
 pub(crate) fn password_problem(password: &str) -> Option<&'static str> {
     if password.len() < MIN_PASSWORD_BYTES {
         Some("Password must be at least 8 characters.")
@@ -193,6 +200,16 @@ mod tests {
             normalize_email("ann@\u{FF45}xample\u{FF0E}com"),
             "ann@example.com"
         );
+    }
+
+    #[test]
+    fn accounts_made_under_older_rules_are_still_looked_up() {
+        for old in ["jörg@example.de", "a..b@x.example", "u@my_host.example"] {
+            assert!(email_problem(old).is_some(), "{old}");
+            assert!(may_be_stored(old), "{old}");
+        }
+        assert!(!may_be_stored("no-at-sign"));
+        assert!(!may_be_stored("a\0@b.example"));
     }
 
     #[test]

@@ -19,6 +19,7 @@ use subtle::ConstantTimeEq;
 use crate::auth::cookies::SessionCookie;
 use crate::auth::csrf::CrossSiteCheck;
 use crate::auth::lookup::SessionLookup;
+use crate::auth::throttle;
 use crate::auth::AuthError;
 use crate::clock;
 use crate::db::models::session::ClientInfo;
@@ -44,7 +45,14 @@ pub struct Authenticator {
     /// TOTP and recovery codes (`mfa_key`).
     pub(crate) second_factor: crate::auth::mfa::SecondFactor,
     cron_secret: Option<String>,
+    /// Reuse checks of replaced tokens under way (see [`Authenticator::end_if_reused`]): a
+    /// bound of their own, so that a flood of unknown tokens neither queues up nor takes the
+    /// places that session touches use.
+    reuse_checks: Arc<tokio::sync::Semaphore>,
 }
+
+/// Reuse checks that may be under way at once; beyond it, a check is skipped.
+const REUSE_CHECKS: usize = 4;
 
 impl Authenticator {
     pub(crate) fn new(
@@ -64,6 +72,7 @@ impl Authenticator {
                 settings.public_url.as_deref(),
             ),
             cron_secret: settings.cron_secret.clone(),
+            reuse_checks: Arc::new(tokio::sync::Semaphore::new(REUSE_CHECKS)),
         }
     }
 
@@ -112,26 +121,44 @@ impl Authenticator {
     }
 
     /// A token that is no session's may be one a refresh replaced: then it was copied, and
-    /// the session it was rotated into ends (in the background, bounded like the touches; the
-    /// answer is 401 either way). A token used again within [`REUSE_GRACE`] of its session's
-    /// last use is taken for a request that was under way when the refresh happened.
+    /// the session it was rotated into ends (in the background, at most [`REUSE_CHECKS`] at
+    /// once; the answer is 401 either way). A token used again within [`REUSE_GRACE`] of its
+    /// session's last use is taken for a request that was under way when the refresh
+    /// happened.
     fn end_if_reused(&self, req: &Request<'_>, hash: TokenHash, now: chrono::NaiveDateTime) {
+        let Ok(permit) = self.reuse_checks.clone().try_acquire_owned() else {
+            return;
+        };
         let client = ClientInfo::new(
             req.client_ip().map(|ip| ip.to_string()),
             req.headers().get_one("User-Agent"),
         );
-        self.db.run_detached("token reuse check", move |conn| {
-            let Some(session) = Session::revoke_reused(conn, &hash, now - REUSE_GRACE)? else {
-                return Ok(());
-            };
-            tracing::warn!(session = %session.id, "a replaced token was used again: session ended");
-            let event = crate::db::models::NewEvent {
-                user_id: &session.user_id,
-                kind: crate::db::models::EventKind::SessionRevoked,
-                session_id: Some(&session.id),
-                client: &client,
-            };
-            crate::db::models::SecurityEvent::record(conn, event, now)
+        let db = self.db.clone();
+        rocket::tokio::spawn(async move {
+            let _permit = permit;
+            let checked = db
+                .run(move |conn| {
+                    let Some(session) = Session::revoke_reused(conn, &hash, now - REUSE_GRACE)?
+                    else {
+                        return Ok(None);
+                    };
+                    let event = crate::db::models::NewEvent {
+                        user_id: &session.user_id,
+                        kind: crate::db::models::EventKind::SessionRevoked,
+                        session_id: Some(&session.id),
+                        client: &client,
+                    };
+                    crate::db::models::SecurityEvent::record(conn, event, now)?;
+                    Ok(Some(session.id))
+                })
+                .await;
+            match checked {
+                Ok(Some(session)) => {
+                    tracing::warn!(%session, "a replaced token was used again: session ended")
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "token reuse check failed"),
+            }
         });
     }
 
@@ -366,9 +393,9 @@ impl Sentinel for AdminUser {
     }
 }
 
-/// Bearer requests to the cleanup endpoint one client may make per [`CRON_WINDOW`] while
-/// `CRON_SECRET` is set (a scheduler calls it hourly).
-const CRON_TRIES_PER_WINDOW: i32 = 10;
+/// Wrong bearer values (neither `CRON_SECRET` nor an admin's session) one client may send to
+/// the cleanup endpoint per [`CRON_WINDOW`] before it is refused without a comparison.
+const CRON_WRONG_TRIES: i32 = 10;
 const CRON_WINDOW: chrono::Duration = chrono::Duration::minutes(10);
 
 /// Who may run a cleanup over HTTP: the scheduler holding `CRON_SECRET`, or an admin.
@@ -393,22 +420,23 @@ impl<'r> FromRequest<'r> for CleanupCaller {
             Ok(auth) => auth,
             Err(e) => return fail(req, e),
         };
+        let mut wrong_tries = None;
         if let (Some(secret), Some(Ok(given))) = (&auth.cron_secret, bearer_value(req)) {
-            // Every try of the secret counts against the client's budget before it is
-            // compared: a weak secret cannot be guessed at request speed.
-            if let Some(ip) = req.client_ip() {
-                let budgets = vec![(
-                    crate::auth::throttle::ip_key("cron-ip", &ip.to_string()),
-                    CRON_TRIES_PER_WINDOW,
-                )];
+            // A client whose wrong tries are spent is refused before its value is compared:
+            // a weak secret cannot be guessed at request speed. Only wrong tries count (a
+            // scheduler calling with the secret, or an admin's bearer token, uses nothing).
+            let key = req
+                .client_ip()
+                .map(|ip| throttle::ip_key("cron-ip", &ip.to_string()));
+            if let Some(key) = key.clone() {
                 let now = crate::clock::now();
-                let taken = auth
+                let spent = auth
                     .db
                     .run(move |conn| {
-                        crate::auth::throttle::take_budget(conn, &budgets, CRON_WINDOW, now)
+                        throttle::spent(conn, &key, CRON_WRONG_TRIES, CRON_WINDOW, now)
                     })
                     .await;
-                match taken {
+                match spent {
                     Ok(None) => {}
                     Ok(Some(retry_after)) => {
                         return fail(req, AuthError::Throttled { retry_after })
@@ -419,12 +447,27 @@ impl<'r> FromRequest<'r> for CleanupCaller {
             if secret_matches(given, secret) {
                 return Outcome::Success(CleanupCaller::CronSecret);
             }
+            wrong_tries = key;
         }
-        match AdminUser::from_request(req).await {
-            Outcome::Success(admin) => Outcome::Success(CleanupCaller::Admin(Box::new(admin))),
+        let outcome = match AdminUser::from_request(req).await {
+            Outcome::Success(admin) => {
+                return Outcome::Success(CleanupCaller::Admin(Box::new(admin)))
+            }
             Outcome::Error(e) => Outcome::Error(e),
             Outcome::Forward(_) => fail(req, AuthError::unauthenticated()),
+        };
+        if let Some(key) = wrong_tries {
+            let budgets = vec![(key, CRON_WRONG_TRIES)];
+            let now = crate::clock::now();
+            let counted = auth
+                .db
+                .run(move |conn| throttle::take_budget(conn, &budgets, CRON_WINDOW, now))
+                .await;
+            if let Err(error) = counted {
+                tracing::warn!(%error, "could not count a wrong CRON_SECRET");
+            }
         }
+        outcome
     }
 }
 

@@ -3,8 +3,9 @@
 //! the owner takes it over). Every kind of credential goes through these two rules:
 //!
 //! 1. While mail is on and nobody has proved the account's mailbox, no way to sign in can be
-//!    added to it: no linked provider, no second factor (and each kind that comes later). The
-//!    account keeps only what it was made with.
+//!    added to it: no linked provider, no second factor, no first password for an account
+//!    made by a provider (and each kind that comes later). The account keeps only what it
+//!    was made with.
 //! 2. When the mailbox of an account that was unverified is proved by a password reset (the
 //!    link reached the owner), every way in that the owner did not set up goes: linked
 //!    providers, the second factor, every session; the reset's new password is the one way in.

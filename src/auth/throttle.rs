@@ -150,6 +150,21 @@ pub fn take_budget(
     taken.refusal()
 }
 
+/// Whether `key`'s budget of `max` per `window` is spent, without counting anything:
+/// `Some(seconds)` to wait. For budgets that count only failures, checked before the attempt.
+pub fn spent(
+    conn: &mut DbConnection,
+    key: &str,
+    max: i32,
+    window: Duration,
+    now: NaiveDateTime,
+) -> QueryResult<Option<i64>> {
+    Ok(Throttle::find(conn, key)?.and_then(|row| {
+        let until = row.window_start + window;
+        (row.failures >= max && until > now).then(|| seconds_until(until, now))
+    }))
+}
+
 /// The key of `purpose`'s budget for a client address. An IPv6 client is counted by its /64:
 /// one subscriber's network, whose every one of 2^64 addresses the client may use in turn.
 /// An IPv4 address (and an IPv4-mapped IPv6 one) counts whole.

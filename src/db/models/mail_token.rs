@@ -70,21 +70,23 @@ impl MailToken {
         }
     }
 
-    /// Whether a token of `kind` is there and unexpired (a cheap check before the expensive
-    /// work; [`MailToken::take`] is what accepts it).
-    pub fn is_live(
+    /// The user of a token of `kind` that is there and unexpired (a cheap check before the
+    /// expensive work, and the account whose row a use of the link locks first;
+    /// [`MailToken::take`] is what accepts it).
+    pub fn owner(
         conn: &mut DbConnection,
         kind: MailKind,
         hash: &TokenHash,
         now: NaiveDateTime,
-    ) -> QueryResult<bool> {
-        diesel::select(diesel::dsl::exists(
-            mail_tokens::table
-                .filter(mail_tokens::token_hash.eq(hash.as_bytes()))
-                .filter(mail_tokens::kind.eq(kind.as_str()))
-                .filter(mail_tokens::expires_at.gt(now)),
-        ))
-        .get_result(conn)
+    ) -> QueryResult<Option<UserId>> {
+        let owner: Option<String> = mail_tokens::table
+            .filter(mail_tokens::token_hash.eq(hash.as_bytes()))
+            .filter(mail_tokens::kind.eq(kind.as_str()))
+            .filter(mail_tokens::expires_at.gt(now))
+            .select(mail_tokens::user_id)
+            .first(conn)
+            .optional()?;
+        Ok(owner.map(UserId::from))
     }
 
     /// Uses a token: deletes it and returns its user when it was of `kind` and unexpired.
