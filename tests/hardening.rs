@@ -525,7 +525,23 @@ fn writes_racing_a_deletion(backend: Backend) {
                     .into()
             })
             .collect();
-        let answers = together(10, move |i| {
+        // A reset link of the account, used at the same moment as the deletions.
+        let seen = sink.received().len();
+        let asked = post(&base, "/api/auth/password-reset", json!({"email": email}));
+        assert_eq!(asked.status, 202);
+        // (The registration's verification mail may arrive after `seen` was taken.)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let link = loop {
+            let found = sink.received()[seen..]
+                .iter()
+                .find_map(|mail| mail.token("reset"));
+            if let Some(link) = found {
+                break link;
+            }
+            assert!(std::time::Instant::now() < deadline, "no reset mail");
+            thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let answers = together(11, move |i| {
             let who = &tokens[i % 2];
             let call = |method: &str, path: &str, body: Option<Value>| {
                 let req = ureq::request(method, &format!("{base}{path}"));
@@ -552,6 +568,11 @@ fn writes_racing_a_deletion(backend: Backend) {
                 6 => call("POST", "/api/auth/refresh", None),
                 7 => call("POST", "/api/auth/logout", None),
                 8 => call("POST", "/api/auth/logout-all", None),
+                9 => call(
+                    "POST",
+                    "/api/auth/password-reset/confirm",
+                    Some(json!({"token": link, "new_password": "a reset secret"})),
+                ),
                 _ => call("GET", "/api/events", None),
             }
         });
@@ -570,7 +591,8 @@ fn writes_racing_a_deletion(backend: Backend) {
                     [
                         "unauthenticated",
                         "invalid_credentials",
-                        "too_many_attempts"
+                        "too_many_attempts",
+                        "invalid_token"
                     ]
                     .contains(&answer.code().as_str()),
                     "round {round}: {path}: {}",
@@ -583,7 +605,7 @@ fn writes_racing_a_deletion(backend: Backend) {
         }
         assert!(deleted <= 1, "round {round}: both deletions succeeded");
         if deleted == 1 {
-            for password in [PASSWORD, "another secret"] {
+            for password in [PASSWORD, "another secret", "a reset secret"] {
                 assert_eq!(token(&server.base, &email, password).status, 401);
             }
         }
