@@ -511,7 +511,8 @@ pub fn figment() -> Figment {
 /// Rocket's own log at `normal` prints every request's URI with its query string (an OpenID
 /// code and state, a token pasted into a wrong URL) and at `debug` every header (session
 /// cookies, bearer tokens). No log level of latchkey's server may print a secret, so a
-/// configured `normal` or `debug` is lowered to `critical` (launch failures only), with the
+/// configured `normal` or `debug` is turned off (as by default: latchkey logs requests and
+/// boot failures itself, on the one stream), with the
 /// warning returned; latchkey's own log (`RUST_LOG`) has every request without its secrets.
 pub fn keep_rocket_log_quiet(
     figment: Figment,
@@ -520,10 +521,10 @@ pub fn keep_rocket_log_quiet(
     use rocket::config::LogLevel;
     match config.log_level {
         LogLevel::Normal | LogLevel::Debug => (
-            figment.merge(Serialized::global("log_level", "critical")),
+            figment.merge(Serialized::global("log_level", "off")),
             Some(format!(
                 "`log_level = \"{}\"` would make Rocket print query strings and headers \
-                 (session tokens, OpenID codes); Rocket's own log stays at `critical`. Use \
+                 (session tokens, OpenID codes); Rocket's own log stays off. Use \
                  RUST_LOG=debug for latchkey's log, which never prints a secret",
                 config.log_level
             )),
