@@ -315,7 +315,9 @@ impl From<DieselError> for SignInAbort {
 }
 
 /// A failed sign-in: the attempt already counts as a failure. Its event is written after the
-/// answer, so that a known account's failure takes no longer than an unknown one's.
+/// answer, so that a known account's failure takes no longer than an unknown one's, through
+/// the bounded background writes (`Db::run_detached`): a flood of failures cannot queue up
+/// writes without limit (past the bound an event is dropped, with a warning).
 fn failed_sign_in(
     db: &Db,
     metrics: &Metrics,
@@ -324,15 +326,12 @@ fn failed_sign_in(
     now: NaiveDateTime,
 ) -> ApiError {
     if let Some(user) = user {
-        let db = db.clone();
-        rocket::tokio::spawn(async move {
-            let recorded = db
-                .run(move |conn| record(conn, &user.id, EventKind::LoginFailed, None, &client, now))
-                .await;
-            if let Err(error) = recorded {
-                tracing::warn!(%error, "could not record a failed sign-in");
-            }
+        let started = db.run_detached("failed sign-in event", move |conn| {
+            record(conn, &user.id, EventKind::LoginFailed, None, &client, now)
         });
+        if !started {
+            tracing::warn!("too many background writes: a failed sign-in was not recorded");
+        }
     }
     metrics.login("failure");
     ApiError::invalid_credentials(Status::Unauthorized)

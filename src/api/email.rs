@@ -86,23 +86,21 @@ async fn request_reset(
     if let Some(seconds) = refused {
         return Err(ApiError::too_many_attempts(seconds));
     }
-    let (db, mailer) = (db.inner().clone(), mailer.inner().clone());
-    let outbox = mailer.clone();
-    rocket::tokio::spawn(async move {
-        let prepared = db
-            .run(move |conn| {
-                let Some(user) = User::find_by_email(conn, &email)? else {
-                    return Ok(None);
-                };
-                mailer.prepare(conn, &user, MailKind::PasswordReset, now)
-            })
-            .await;
-        match prepared {
-            Ok(Some(letter)) => outbox.send(letter),
-            Ok(None) => {}
-            Err(error) => tracing::warn!(%error, "password reset: could not prepare the mail"),
+    // After the answer, through the bounded background writes (`Db::run_detached`): the
+    // lookup, the link and the letter for the outbox. Past the bound the request is dropped
+    // with a warning (the throttle above already bounds each client; the person asks again).
+    let mailer = mailer.inner().clone();
+    let started = db.run_detached("password reset", move |conn| {
+        if let Some(user) = User::find_by_email(conn, &email)? {
+            if let Some(letter) = mailer.prepare(conn, &user, MailKind::PasswordReset, now)? {
+                mailer.send(letter);
+            }
         }
+        Ok(())
     });
+    if !started {
+        tracing::warn!("too many background writes: a password reset request was dropped");
+    }
     Ok(accepted())
 }
 
