@@ -6,7 +6,6 @@ use rocket::response::content::RawJson;
 use rocket::serde::json::Json;
 use rocket::{Route, State};
 
-use crate::api::auth::record;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::json::render;
 use crate::api::views::{CleanupDone, LastCleanup, Revoked, SessionList, SessionStats};
@@ -14,6 +13,7 @@ use crate::auth::guard::{AdminUser, CleanupCaller};
 use crate::cleanup::{self, CleanupOutcome};
 use crate::clock;
 use crate::config::Settings;
+use crate::db::models::event::record;
 use crate::db::models::second_factor;
 use crate::db::models::session::{counts, ClientInfo};
 use crate::db::models::{CleanupRun, EventKind, Session, User};

@@ -21,13 +21,12 @@ use crate::auth::guard::{PresentedToken, Via};
 use crate::auth::{mfa, ownership, throttle, Authenticator, CurrentSession};
 use crate::clock;
 use crate::config::Settings;
+use crate::db::models::event::record;
 use crate::db::models::session::ClientInfo;
 use crate::db::models::MailKind;
-use crate::db::models::{
-    EventKind, NewEvent, NewUser, Role, SecurityEvent, Session, SessionPolicy, User,
-};
+use crate::db::models::{EventKind, NewUser, Role, Session, SessionPolicy, User};
 use crate::db::{Db, DbConnection, DbError};
-use crate::domain::{SessionId, UserId};
+use crate::domain::UserId;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::token::{SessionToken, TokenHash};
@@ -81,26 +80,6 @@ impl Default for SignedOut {
     fn default() -> Self {
         SignedOut::new()
     }
-}
-
-pub(crate) fn record(
-    conn: &mut DbConnection,
-    user_id: &UserId,
-    kind: EventKind,
-    session_id: Option<&SessionId>,
-    client: &ClientInfo,
-    now: NaiveDateTime,
-) -> diesel::QueryResult<()> {
-    SecurityEvent::record(
-        conn,
-        NewEvent {
-            user_id,
-            kind,
-            session_id,
-            client,
-        },
-        now,
-    )
 }
 
 /// A new session for a user who has just shown who they are (a password, a provider), as

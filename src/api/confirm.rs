@@ -12,8 +12,9 @@ use crate::auth::password::HashSlot;
 use crate::auth::{mfa, throttle, Authenticator, CurrentSession};
 use crate::clock;
 use crate::config::Settings;
+use crate::db::models::event::record;
 use crate::db::models::session::ClientInfo;
-use crate::db::models::{EventKind, NewEvent, SecurityEvent};
+use crate::db::models::EventKind;
 use crate::db::Db;
 use crate::domain::UserId;
 
@@ -120,13 +121,8 @@ async fn check_second_factor(
             conn.transaction(|conn| {
                 let accepted = second_factor.check_code(conn, &user_id, &code, now)?;
                 if accepted == Some(mfa::Accepted::RecoveryCode) {
-                    let event = NewEvent {
-                        user_id: &user_id,
-                        kind: EventKind::RecoveryCodeUsed,
-                        session_id: Some(&session_id),
-                        client: &client,
-                    };
-                    SecurityEvent::record(conn, event, now)?;
+                    let used = EventKind::RecoveryCodeUsed;
+                    record(conn, &user_id, used, Some(&session_id), &client, now)?;
                 }
                 Ok(accepted)
             })

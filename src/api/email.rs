@@ -9,12 +9,12 @@ use rocket::response::content::RawJson;
 use rocket::{Route, State};
 use serde::Deserialize;
 
-use crate::api::auth::record;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::json::JsonBody;
 use crate::api::validation::{check_fields, normalize_email, password_problem};
 use crate::auth::{ownership, throttle, Authenticator, CurrentSession};
 use crate::clock;
+use crate::db::models::event::record;
 use crate::db::models::session::ClientInfo;
 use crate::db::models::{EventKind, MailKind, MailToken, Session, User};
 use crate::db::Db;

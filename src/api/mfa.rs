@@ -14,7 +14,6 @@ use rocket::response::content::RawJson;
 use rocket::{Route, State};
 use serde::{Deserialize, Serialize};
 
-use crate::api::auth::record;
 use crate::api::confirm::{confirm_password, take_code_check, Confirmation};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::json::{render, JsonBody};
@@ -22,6 +21,7 @@ use crate::auth::mfa::{new_recovery_codes, Accepted};
 use crate::auth::{ownership, Authenticator, CurrentSession};
 use crate::clock;
 use crate::config::Settings;
+use crate::db::models::event::record;
 use crate::db::models::second_factor::{self, RecoveryCode, TotpFactor};
 use crate::db::models::session::ClientInfo;
 use crate::db::models::{EventKind, Session, User};

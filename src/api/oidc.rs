@@ -17,7 +17,7 @@ use rocket::{Route, State};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use crate::api::auth::{open_session, record, replaced_cookie_session};
+use crate::api::auth::{open_session, replaced_cookie_session};
 use crate::api::confirm::take_code_check;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::json::{render, JsonBody};
@@ -29,6 +29,7 @@ use crate::auth::oidc::{OidcFailure, OidcProviders, VerifiedIdentity};
 use crate::auth::{ownership, throttle, AuthError, Authenticator, CurrentSession};
 use crate::clock::{self, Rfc3339};
 use crate::config::Settings;
+use crate::db::models::event::record;
 use crate::db::models::identity::NewOidcLogin;
 use crate::db::models::session::ClientInfo;
 use crate::db::models::{

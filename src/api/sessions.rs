@@ -11,8 +11,9 @@ use crate::api::json::render;
 use crate::api::views::{EventList, EventView, Revoked, SessionList};
 use crate::auth::{Authenticator, CurrentSession, Via};
 use crate::clock;
+use crate::db::models::event::record;
 use crate::db::models::session::ClientInfo;
-use crate::db::models::{EventKind, NewEvent, SecurityEvent, Session};
+use crate::db::models::{EventKind, SecurityEvent, Session};
 use crate::db::Db;
 use crate::domain::SessionId;
 use crate::metrics::Metrics;
@@ -62,13 +63,14 @@ async fn revoke_session(
         .run(move |conn| {
             let revoked = Session::revoke(conn, &user_id, &target)?;
             if revoked {
-                let event = NewEvent {
-                    user_id: &user_id,
-                    kind: EventKind::SessionRevoked,
-                    session_id: Some(&target),
-                    client: &client,
-                };
-                SecurityEvent::record(conn, event, now)?;
+                record(
+                    conn,
+                    &user_id,
+                    EventKind::SessionRevoked,
+                    Some(&target),
+                    &client,
+                    now,
+                )?;
             }
             Ok(revoked)
         })
@@ -97,13 +99,14 @@ async fn revoke_other_sessions(
         .run(move |conn| {
             let revoked = Session::revoke_all(conn, &user_id, Some(&keep))?;
             if revoked > 0 {
-                let event = NewEvent {
-                    user_id: &user_id,
-                    kind: EventKind::SessionRevoked,
-                    session_id: None,
-                    client: &client,
-                };
-                SecurityEvent::record(conn, event, now)?;
+                record(
+                    conn,
+                    &user_id,
+                    EventKind::SessionRevoked,
+                    None,
+                    &client,
+                    now,
+                )?;
             }
             Ok(revoked)
         })
@@ -127,13 +130,14 @@ async fn logout_all(
     let revoked = db
         .run(move |conn| {
             let revoked = Session::revoke_all(conn, &user_id, None)?;
-            let event = NewEvent {
-                user_id: &user_id,
-                kind: EventKind::Logout,
-                session_id: Some(&session_id),
-                client: &client,
-            };
-            SecurityEvent::record(conn, event, now)?;
+            record(
+                conn,
+                &user_id,
+                EventKind::Logout,
+                Some(&session_id),
+                &client,
+                now,
+            )?;
             Ok(revoked)
         })
         .await?;

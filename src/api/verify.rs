@@ -1,8 +1,8 @@
 //! `/api/auth/verify`: forward auth for nginx `auth_request`, Caddy `forward_auth`, Traefik
 //! ForwardAuth, or anything that asks "who is this request?". Every method answers the same.
 //! Signed in: 200 with `X-Latchkey-User-Id`, `-User-Email`, `-User-Role`, `-Session-Id` and
-//! `-User-Email-Verified` (and `Set-Cookie` when the session was extended); the body is empty unless the caller
-//! accepts JSON. Not signed in: 401, or a 302 to `login_url` for a browser. The cross-site
+//! `-User-Email-Verified` (and `Set-Cookie` when the session was extended); the body is empty
+//! unless the caller accepts JSON. Not signed in: 401, or a 302 to `login_url` for a browser. The cross-site
 //! check applies to the original request, described by the forwarding headers.
 
 use std::io::Cursor;

@@ -22,7 +22,9 @@ use crate::auth::lookup::SessionLookup;
 use crate::auth::throttle;
 use crate::auth::AuthError;
 use crate::clock;
+use crate::db::models::event::record;
 use crate::db::models::session::ClientInfo;
+use crate::db::models::EventKind;
 use crate::db::models::{Session, SessionPolicy, User};
 use crate::db::Db;
 use crate::token::{SessionToken, TokenHash};
@@ -129,10 +131,7 @@ impl Authenticator {
         let Ok(permit) = self.reuse_checks.clone().try_acquire_owned() else {
             return;
         };
-        let client = ClientInfo::new(
-            req.client_ip().map(|ip| ip.to_string()),
-            req.headers().get_one("User-Agent"),
-        );
+        let client = client_of(req);
         let db = self.db.clone();
         rocket::tokio::spawn(async move {
             let _permit = permit;
@@ -142,13 +141,9 @@ impl Authenticator {
                     else {
                         return Ok(None);
                     };
-                    let event = crate::db::models::NewEvent {
-                        user_id: &session.user_id,
-                        kind: crate::db::models::EventKind::SessionRevoked,
-                        session_id: Some(&session.id),
-                        client: &client,
-                    };
-                    crate::db::models::SecurityEvent::record(conn, event, now)?;
+                    let revoked = EventKind::SessionRevoked;
+                    let (user, id) = (&session.user_id, &session.id);
+                    record(conn, user, revoked, Some(id), &client, now)?;
                     Ok(Some(session.id))
                 })
                 .await;
@@ -247,15 +242,21 @@ fn abort_without_state(rocket: &Rocket<Ignite>, guard: &str) -> bool {
     true
 }
 
+/// Who sent the request: its client address (as Rocket's `ip_header` rule gives it) and
+/// user agent.
+fn client_of(req: &Request<'_>) -> ClientInfo {
+    ClientInfo::new(
+        req.client_ip().map(|ip| ip.to_string()),
+        req.headers().get_one("User-Agent"),
+    )
+}
+
 #[rocket::async_trait]
 impl<'r> FromRequest<'r> for ClientInfo {
     type Error = ();
 
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, ()> {
-        Outcome::Success(ClientInfo::new(
-            req.client_ip().map(|ip| ip.to_string()),
-            req.headers().get_one("User-Agent"),
-        ))
+        Outcome::Success(client_of(req))
     }
 }
 

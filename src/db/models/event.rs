@@ -44,6 +44,25 @@ struct EventRow<'a> {
     user_agent: Option<&'a str>,
 }
 
+/// Records `kind` for the user: the one way every part of latchkey writes an event, in the
+/// caller's transaction or on its own.
+pub fn record(
+    conn: &mut DbConnection,
+    user_id: &UserId,
+    kind: EventKind,
+    session_id: Option<&SessionId>,
+    client: &ClientInfo,
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    let event = NewEvent {
+        user_id,
+        kind,
+        session_id,
+        client,
+    };
+    SecurityEvent::record(conn, event, now)
+}
+
 impl SecurityEvent {
     pub fn record(
         conn: &mut DbConnection,
