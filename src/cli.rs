@@ -309,7 +309,7 @@ fn set_role(prog: &str, conn: &mut DbConnection, action: AdminAction) -> ExitCod
         AdminAction::Promote { email } => (email, Role::Admin),
         AdminAction::Demote { email } => (email, Role::User),
     };
-    let email = crate::api::validation::normalize_email(&email);
+    let email = crate::validation::normalize_email(&email);
     match User::set_role(conn, &email, role, clock::now()).map_err(db::DbError::from) {
         Ok(1) => {
             println!("{email} is now {}", role.as_str());

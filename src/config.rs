@@ -176,9 +176,6 @@ pub struct Settings {
     pub pool_size: u32,
     /// `pool_timeout_ms`: how long a request waits for a connection before 503.
     pub pool_timeout: Duration,
-    /// Connections kept back from `Db::run` (at most one): the session lookup's thread
-    /// (`auth::lookup`) takes one of its own; `Db::read_inline` runs in that slot.
-    pub inline_reads: usize,
     /// `session_idle_timeout`.
     pub session_idle_timeout: chrono::Duration,
     /// `session_absolute_timeout`.
@@ -790,7 +787,7 @@ impl ConfigError {
     }
 }
 
-/// serde's expectation ("u16", "a boolean", "i64") in the words of the README.
+/// serde's expectation ("u16", "a boolean", "i64") in the words of docs/configuration.md.
 fn expected_in_words(key: &str, expected: &str) -> String {
     let expected = expected.trim_start_matches("expected ");
     if key == "port" {
@@ -1100,7 +1097,6 @@ impl Settings {
             database,
             pool_size,
             pool_timeout,
-            inline_reads: 1,
             session_idle_timeout: idle,
             session_absolute_timeout: absolute,
             session_touch_interval: seconds("session_touch_interval", raw.session_touch_interval)?,

@@ -17,6 +17,7 @@ use crate::auth::AuthError;
 use crate::config::{self, ConfigError, Settings};
 use crate::db::Db;
 use crate::metrics::Metrics;
+use crate::signin::SignIn;
 use crate::{api, BootError};
 
 /// Where latchkey mounts its JSON API and registers its catchers.
@@ -43,7 +44,7 @@ impl BootWatch {
 
 impl Latchkey {
     /// Configuration from the application's Figment (`Rocket.toml` and `ROCKET_*`, plus the
-    /// plain variables `DATABASE_URL` and `CRON_SECRET`), with the keys of the README.
+    /// plain variables `DATABASE_URL` and `CRON_SECRET`), with the keys of docs/configuration.md.
     pub fn fairing() -> Latchkey {
         Latchkey {
             settings: None,
@@ -150,11 +151,13 @@ impl Fairing for Latchkey {
         let mailer = crate::mail::Mailer::start(&settings, metrics.mail.clone());
         let lookup = SessionLookup::new(db.clone(), metrics.lookup_batch.clone());
         let authenticator = Authenticator::new(lookup, db.clone(), &settings);
+        let sign_in = SignIn::new(db.clone(), &settings, &metrics);
         let rocket = rocket
             .manage(ApiHeaders {
                 hsts: settings.cookie_secure,
             })
             .manage(authenticator)
+            .manage(sign_in)
             .manage(mailer)
             .manage(crate::auth::oidc::OidcProviders::start(&settings))
             .manage(db)

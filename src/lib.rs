@@ -21,7 +21,7 @@
 //! }
 //! ```
 //!
-//! [`Latchkey::fairing`] reads the configuration (the keys of the README) from the
+//! [`Latchkey::fairing`] reads the configuration (the keys of docs/configuration.md) from the
 //! application's Figment, connects and applies migrations at ignite (a launch that cannot
 //! fails with one line naming the problem), and mounts the JSON API under `/api`. The
 //! application keeps its own `/`, catchers and headers. The web page ([`web::routes`]) and
@@ -66,7 +66,11 @@ pub mod mail;
 pub mod metrics;
 pub mod server;
 #[doc(hidden)]
+pub mod signin;
+#[doc(hidden)]
 pub mod token;
+#[doc(hidden)]
+pub mod validation;
 pub mod web;
 
 use std::fmt;

@@ -22,8 +22,8 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
-    /// Sign-in attempts by outcome.
-    pub logins: IntCounterVec,
+    /// Sign-in attempts by outcome ([`LoginOutcome`]).
+    logins: IntCounterVec,
     /// Sessions created.
     pub sessions_created: IntCounter,
     /// Sessions revoked.
@@ -159,9 +159,13 @@ impl Metrics {
         }
     }
 
-    /// Counts one sign-in attempt (`success`, `failure`, `throttled`).
-    pub fn login(&self, outcome: &str) {
-        self.logins.with_label_values(&[outcome]).inc();
+    /// The counters the sign-in service moves (shared with this registry).
+    pub fn sign_in_counters(&self) -> SignInCounters {
+        SignInCounters {
+            logins: self.logins.clone(),
+            sessions_created: self.sessions_created.clone(),
+            sessions_revoked: self.sessions_revoked.clone(),
+        }
     }
 
     /// The text exposition, with the pool and queue gauges read now.
@@ -175,6 +179,45 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buffer)
             .expect("encoding to memory does not fail");
         String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
+
+/// How a sign-in attempt ended: the `outcome` label of `latchkey_logins_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginOutcome {
+    Success,
+    Failure,
+    Throttled,
+    /// The password was right and the account asks for its second factor.
+    MfaRequired,
+    /// The password was right and the address is not verified (`require_verified_email`).
+    Unverified,
+}
+
+impl LoginOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoginOutcome::Success => "success",
+            LoginOutcome::Failure => "failure",
+            LoginOutcome::Throttled => "throttled",
+            LoginOutcome::MfaRequired => "mfa_required",
+            LoginOutcome::Unverified => "unverified",
+        }
+    }
+}
+
+/// Sign-ins by outcome and sessions made and ended: what the sign-in service and the routes
+/// that end sessions count.
+#[derive(Clone)]
+pub struct SignInCounters {
+    logins: IntCounterVec,
+    pub sessions_created: IntCounter,
+    pub sessions_revoked: IntCounter,
+}
+
+impl SignInCounters {
+    pub fn login(&self, outcome: LoginOutcome) {
+        self.logins.with_label_values(&[outcome.as_str()]).inc();
     }
 }
 

@@ -328,73 +328,8 @@ fn slow_query(db: &Db, ms: u64, n: i32) -> rocket::tokio::task::JoinHandle<Resul
     })
 }
 
-/// A connection held by another query for `hold`; meanwhile `read_inline` is called on a
-/// single-threaded runtime with a ticker task beside it.
-fn inline_read_while_pool_busy(
-    backend: Backend,
-    pool_timeout: std::time::Duration,
-    hold: std::time::Duration,
-) -> Option<(Result<i32, DbError>, std::time::Duration, u32)> {
-    use rocket::tokio;
-    use std::sync::atomic::{AtomicU32, Ordering};
-    use std::sync::Arc;
-    use std::time::Instant;
-
-    let (db, _, _test_db) = small_pool(backend, 1, pool_timeout)?;
-    let runtime = current_thread_runtime();
-    let ticks = Arc::new(AtomicU32::new(0));
-    let (result, waited) = runtime.block_on(async {
-        slow_query(&db, hold.as_millis() as u64, 1);
-        let counter = ticks.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
-        });
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let started = Instant::now();
-        let result = db.read_inline(|conn| select_int(conn, 2)).await;
-        (result, started.elapsed())
-    });
-    Some((result, waited, ticks.load(Ordering::Relaxed)))
-}
-
-/// With no connection free, the inline read waits its turn off the async worker (the ticker
-/// keeps running) instead of blocking it or jumping the queue.
-fn inline_read_waits_for_a_busy_pool(backend: Backend) {
-    let hold = std::time::Duration::from_millis(500);
-    let Some((result, waited, ticks)) =
-        inline_read_while_pool_busy(backend, std::time::Duration::from_secs(5), hold)
-    else {
-        return;
-    };
-    assert_eq!(result.expect("served once the connection is back"), 2);
-    assert!(
-        waited >= std::time::Duration::from_millis(350),
-        "{waited:?}"
-    );
-    assert!(ticks >= 20, "the async worker was blocked: {ticks} ticks");
-}
-
-/// ... and when the wait outlasts `pool_timeout_ms`, it is `Unavailable` (503), not a hang.
-fn inline_read_times_out_on_a_busy_pool(backend: Backend) {
-    let Some((result, waited, _)) = inline_read_while_pool_busy(
-        backend,
-        std::time::Duration::from_millis(150),
-        std::time::Duration::from_millis(1500),
-    ) else {
-        return;
-    };
-    assert!(matches!(result, Err(DbError::Unavailable)), "{result:?}");
-    assert!(
-        waited < std::time::Duration::from_millis(1000),
-        "{waited:?}"
-    );
-}
-
-/// With a single async worker (`workers = 1`) the lookup keeps its connection (it never runs
-/// on a worker), and reads still work.
+/// With a single async worker (`workers = 1`) queries still work: they run on the blocking
+/// pool, never on the one worker.
 fn reads_work_with_one_worker(backend: Backend) {
     let Some(test_db) = TestDb::new(backend) else {
         return;
@@ -403,10 +338,9 @@ fn reads_work_with_one_worker(backend: Backend) {
         .merge(("database_url", test_db.url.clone()))
         .merge(("workers", 1));
     let settings = latchkey::config::Settings::from_figment(&figment).expect("valid settings");
-    assert_eq!(settings.inline_reads, 1);
     let (db, _) = Db::connect_and_migrate(&settings).expect("connect and migrate");
     let runtime = current_thread_runtime();
-    let read = runtime.block_on(db.read_inline(|conn| select_int(conn, 3)));
+    let read = runtime.block_on(db.run(|conn| select_int(conn, 3)));
     assert_eq!(read.expect("read through the blocking pool"), 3);
 }
 
@@ -559,31 +493,48 @@ fn failed_batch_answers_every_lookup(backend: Backend) {
 }
 
 /// Work that fills the pool does not hold up the session lookup: its lane keeps a connection
-/// of its own, and everything else shares the rest.
-fn inline_read_has_a_connection_of_its_own(backend: Backend) {
+/// of its own that nobody else can take (not `run`, not `run_blocking`, not a second lane),
+/// and everything else shares the rest.
+fn lookup_lane_has_a_connection_of_its_own(backend: Backend) {
     use rocket::tokio;
     use std::time::{Duration as StdDuration, Instant};
-    let Some((db, settings, _test_db)) = small_pool(backend, 2, StdDuration::from_millis(300))
+    let Some((db, _settings, _test_db)) = small_pool(backend, 2, StdDuration::from_millis(300))
     else {
         return;
     };
-    assert_eq!(settings.inline_reads, 1);
+    let lane = db.lookup_lane();
     multi_thread_runtime().block_on(async move {
         let first = slow_query(&db, 1500, 1);
         tokio::time::sleep(StdDuration::from_millis(100)).await;
         // Waits for the connection the first one holds, and gives up after pool_timeout.
         let second = slow_query(&db, 1500, 2);
+        let blocking = db.clone();
+        let third =
+            tokio::task::spawn_blocking(move || blocking.run_blocking(|conn| select_int(conn, 4)));
+        let other_lane = db.lookup_lane();
+        let fourth =
+            tokio::task::spawn_blocking(move || other_lane.run(|conn| select_int(conn, 5)));
         tokio::time::sleep(StdDuration::from_millis(50)).await;
         let started = Instant::now();
-        let read = db.read_inline(|conn| select_int(conn, 3)).await;
+        let read = tokio::task::spawn_blocking(move || lane.run(|conn| select_int(conn, 3)))
+            .await
+            .unwrap();
         assert_eq!(read.expect("the lane's own connection"), 3);
         assert!(
             started.elapsed() < StdDuration::from_millis(250),
             "{:?}",
             started.elapsed()
         );
-        let second = second.await.unwrap();
-        assert!(matches!(second, Err(DbError::Unavailable)), "{second:?}");
+        for (what, waited) in [
+            ("run", second.await.unwrap()),
+            ("run_blocking", third.await.unwrap()),
+            ("a second lane", fourth.await.unwrap()),
+        ] {
+            assert!(
+                matches!(waited, Err(DbError::Unavailable)),
+                "{what}: {waited:?}"
+            );
+        }
         assert_eq!(first.await.unwrap().unwrap(), 1);
     });
 }
@@ -646,12 +597,10 @@ fn abandoned_lookups_leave_the_queue(backend: Backend) {
 
 on_both_backends!(
     abandoned_lookups_leave_the_queue,
-    inline_read_has_a_connection_of_its_own,
+    lookup_lane_has_a_connection_of_its_own,
     queued_lookups_share_queries_and_keep_their_answers,
     failed_batch_answers_every_lookup,
     reads_work_with_one_worker,
-    inline_read_waits_for_a_busy_pool,
-    inline_read_times_out_on_a_busy_pool,
     create_and_resolve,
     expired_session_does_not_resolve,
     touch_is_throttled_and_capped,

@@ -11,16 +11,17 @@ use serde::Deserialize;
 
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::json::JsonBody;
-use crate::api::validation::{check_fields, normalize_email, password_problem};
-use crate::auth::{ownership, throttle, Authenticator, CurrentSession};
+use crate::auth::throttle::{self, Budget, ThrottleKey};
+use crate::auth::{ownership, CurrentSession};
 use crate::clock;
 use crate::db::models::event::record;
 use crate::db::models::session::ClientInfo;
-use crate::db::models::{EventKind, MailKind, MailToken, Session, User};
-use crate::db::Db;
+use crate::db::models::{EventKind, MailKind, MailToken, User};
+use crate::db::{refuse, Db};
 use crate::mail::Mailer;
-use crate::metrics::Metrics;
+use crate::signin::{CredentialChange, SignIn};
 use crate::token::SessionToken;
+use crate::validation::{check_fields, normalize_email, password_problem};
 
 /// `POST /password-reset`, `/password-reset/confirm`, `/verify-email`, `/verify-email/resend`,
 /// to mount under `/api/auth`.
@@ -75,9 +76,12 @@ async fn request_reset(
         "email",
         email.is_empty().then_some("Enter your email address."),
     )])?;
-    let mut budgets = vec![(throttle::email_key("reset", &email), RESETS_PER_EMAIL)];
+    let mut budgets = vec![(
+        ThrottleKey::email(Budget::ResetEmail, &email),
+        RESETS_PER_EMAIL,
+    )];
     if let Some(ip) = &client.ip {
-        budgets.push((throttle::ip_key("reset-ip", ip), RESETS_PER_IP));
+        budgets.push((ThrottleKey::ip(Budget::ResetIp, ip), RESETS_PER_IP));
     }
     let now = clock::now();
     let refused = db
@@ -117,9 +121,8 @@ struct ResetConfirm {
 #[rocket::post("/password-reset/confirm", data = "<body>")]
 async fn confirm_reset(
     db: &State<Db>,
-    auth: &State<Authenticator>,
+    sign_in: &State<SignIn>,
     mailer: &State<Mailer>,
-    metrics: &State<Metrics>,
     client: ClientInfo,
     body: JsonBody<ResetConfirm>,
 ) -> ApiResult<Status> {
@@ -140,51 +143,45 @@ async fn confirm_reset(
     else {
         return Err(ApiError::invalid_token());
     };
-    let slot = auth.hash_slot()?;
+    let slot = sign_in.hash_slot()?;
     let new_hash = slot.hash(new_password).await;
     drop(slot);
     let now = clock::now();
     let revoked = db
-        .run(move |conn| {
-            conn.transaction(|conn| {
-                // The account's row before the link's: a deletion of the account takes them in
-                // this order too (its row, then the cascade), so the two take turns instead of
-                // deadlocking.
-                if User::touch(conn, &owner, now)? == 0 {
-                    return Ok(None);
+        .transaction(move |conn| {
+            // The account's row before the link's: a deletion of the account takes them in
+            // this order too (its row, then the cascade), so the two take turns instead of
+            // deadlocking.
+            if User::touch(conn, &owner, now)? == 0 {
+                return refuse(ApiError::invalid_token());
+            }
+            let taken = MailToken::take(conn, MailKind::PasswordReset, &token.hash(), now)?;
+            if taken.as_ref() != Some(&owner) {
+                return refuse(ApiError::invalid_token());
+            }
+            let Some(user) = User::find_by_id(conn, &owner)? else {
+                return refuse(ApiError::invalid_token());
+            };
+            User::set_password_hash(conn, &user.id, &new_hash, now)?;
+            // The link reached the mailbox. If nobody had proved it before, whatever else
+            // could sign in to this account was set up by someone who may not own it.
+            if user.email_verified_at.is_none() {
+                let removed = ownership::hand_over(conn, &user.id, now)?;
+                if removed.identities > 0 {
+                    let kind = EventKind::IdentityUnlinked;
+                    record(conn, &user.id, kind, None, &client, now)?;
                 }
-                let taken = MailToken::take(conn, MailKind::PasswordReset, &token.hash(), now)?;
-                if taken.as_ref() != Some(&owner) {
-                    return Ok(None);
+                if removed.second_factor {
+                    record(conn, &user.id, EventKind::MfaDisabled, None, &client, now)?;
                 }
-                let Some(user) = User::find_by_id(conn, &owner)? else {
-                    return Ok(None);
-                };
-                User::set_password_hash(conn, &user.id, &new_hash, now)?;
-                // The link reached the mailbox. If nobody had proved it before, whatever else
-                // could sign in to this account was set up by someone who may not own it.
-                if user.email_verified_at.is_none() {
-                    let removed = ownership::hand_over(conn, &user.id, now)?;
-                    if removed.identities > 0 {
-                        let kind = EventKind::IdentityUnlinked;
-                        record(conn, &user.id, kind, None, &client, now)?;
-                    }
-                    if removed.second_factor {
-                        record(conn, &user.id, EventKind::MfaDisabled, None, &client, now)?;
-                    }
-                }
-                User::mark_email_verified(conn, &user.id, now)?;
-                let revoked = Session::revoke_all(conn, &user.id, None)?;
-                throttle::forget_failures(conn, &user.email, now)?;
-                record(conn, &user.id, EventKind::PasswordReset, None, &client, now)?;
-                Ok(Some(revoked))
-            })
+            }
+            User::mark_email_verified(conn, &user.id, now)?;
+            throttle::forget_failures(conn, &user.email, now)?;
+            let change = CredentialChange::everywhere(&user.id, EventKind::PasswordReset);
+            Ok(change.revoke_sessions(conn, &client, now)?)
         })
-        .await?;
-    let Some(revoked) = revoked else {
-        return Err(ApiError::invalid_token());
-    };
-    metrics.sessions_revoked.inc_by(revoked as u64);
+        .await??;
+    sign_in.count_revoked(revoked);
     Ok(Status::NoContent)
 }
 
@@ -246,7 +243,10 @@ async fn resend_verification(
         return Ok(accepted());
     }
     let user = current.user.clone();
-    let budgets = vec![(format!("resend:{}", user.id), RESENDS_PER_ACCOUNT)];
+    let budgets = vec![(
+        ThrottleKey::user(Budget::Resend, &user.id),
+        RESENDS_PER_ACCOUNT,
+    )];
     let now = clock::now();
     let preparer = mailer.inner().clone();
     let prepared = db

@@ -12,11 +12,111 @@ use serde_json::json;
 
 use crate::auth::{guard, AuthError, Authenticator};
 use crate::db::DbError;
+use crate::signin::Refused;
+use crate::validation::Invalid;
+
+/// Every error code of the API, each with the one status it is answered with. Where the
+/// contract gives one code two statuses (`invalid_credentials` is 401 when signing in and 403
+/// when confirming a change; `invalid_token` is 400 for a mailed link and 401 for a provider's
+/// sign-in that is over; `mfa_required` 401 and 403 likewise), those are two variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthenticated,
+    /// Signing in: a wrong address, password or second-factor code.
+    InvalidCredentials,
+    /// Confirming a change while signed in: a wrong password or code.
+    WrongConfirmation,
+    /// Signing in: the password was right; the account asks for its second factor.
+    MfaRequired,
+    /// Confirming a change: the account has a second factor and no code came.
+    ConfirmationCodeRequired,
+    Forbidden,
+    CsrfRejected,
+    NotFound,
+    MethodNotAllowed,
+    EmailTaken,
+    LastSignInMethod,
+    MfaAlreadyEnabled,
+    MfaNotEnabled,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    TooManyAttempts,
+    /// A mailed link that is unknown, used or expired.
+    InvalidLink,
+    /// A provider's sign-in waiting for its second factor that is over.
+    SignInOver,
+    EmailUnverified,
+    ReauthenticationRequired,
+    HeaderFieldsTooLarge,
+    ServiceUnavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code in the body's `error.code`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::InvalidCredentials | ErrorCode::WrongConfirmation => "invalid_credentials",
+            ErrorCode::MfaRequired | ErrorCode::ConfirmationCodeRequired => "mfa_required",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::CsrfRejected => "csrf_rejected",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::EmailTaken => "email_taken",
+            ErrorCode::LastSignInMethod => "last_sign_in_method",
+            ErrorCode::MfaAlreadyEnabled => "mfa_already_enabled",
+            ErrorCode::MfaNotEnabled => "mfa_not_enabled",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::ValidationFailed => "validation_failed",
+            ErrorCode::TooManyAttempts => "too_many_attempts",
+            ErrorCode::InvalidLink | ErrorCode::SignInOver => "invalid_token",
+            ErrorCode::EmailUnverified => "email_unverified",
+            ErrorCode::ReauthenticationRequired => "reauthentication_required",
+            ErrorCode::HeaderFieldsTooLarge => "request_header_fields_too_large",
+            ErrorCode::ServiceUnavailable => "service_unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// The status it is answered with.
+    pub fn status(self) -> Status {
+        match self {
+            ErrorCode::BadRequest | ErrorCode::InvalidLink => Status::BadRequest,
+            ErrorCode::Unauthenticated
+            | ErrorCode::InvalidCredentials
+            | ErrorCode::MfaRequired
+            | ErrorCode::SignInOver => Status::Unauthorized,
+            ErrorCode::WrongConfirmation
+            | ErrorCode::ConfirmationCodeRequired
+            | ErrorCode::Forbidden
+            | ErrorCode::CsrfRejected
+            | ErrorCode::EmailUnverified
+            | ErrorCode::ReauthenticationRequired => Status::Forbidden,
+            ErrorCode::NotFound => Status::NotFound,
+            ErrorCode::MethodNotAllowed => Status::MethodNotAllowed,
+            ErrorCode::EmailTaken
+            | ErrorCode::LastSignInMethod
+            | ErrorCode::MfaAlreadyEnabled
+            | ErrorCode::MfaNotEnabled => Status::Conflict,
+            ErrorCode::PayloadTooLarge => Status::PayloadTooLarge,
+            ErrorCode::UnsupportedMediaType => Status::UnsupportedMediaType,
+            ErrorCode::ValidationFailed => Status::UnprocessableEntity,
+            ErrorCode::TooManyAttempts => Status::TooManyRequests,
+            ErrorCode::HeaderFieldsTooLarge => Status::RequestHeaderFieldsTooLarge,
+            ErrorCode::ServiceUnavailable => Status::ServiceUnavailable,
+            ErrorCode::Internal => Status::InternalServerError,
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    pub status: Status,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub fields: Option<BTreeMap<String, String>>,
     pub retry_after: Option<i64>,
@@ -27,9 +127,8 @@ pub struct ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
-    pub fn new(status: Status, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
-            status,
             code,
             message: message.into(),
             fields: None,
@@ -38,69 +137,64 @@ impl ApiError {
         }
     }
 
+    /// The status this error is answered with (its code's).
+    pub fn status(&self) -> Status {
+        self.code.status()
+    }
+
     pub fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(Status::BadRequest, "bad_request", message)
+        ApiError::new(ErrorCode::BadRequest, message)
     }
 
     pub fn unauthenticated() -> ApiError {
+        ApiError::new(ErrorCode::Unauthenticated, "You need to sign in.")
+    }
+
+    /// Signing in with a wrong address or password.
+    pub fn invalid_credentials() -> ApiError {
         ApiError::new(
-            Status::Unauthorized,
-            "unauthenticated",
-            "You need to sign in.",
+            ErrorCode::InvalidCredentials,
+            "The email or password is incorrect.",
         )
     }
 
-    /// Login with a wrong email or password (401), or a wrong password to confirm a change
-    /// while signed in (403).
-    pub fn invalid_credentials(status: Status) -> ApiError {
-        let message = if status == Status::Unauthorized {
-            "The email or password is incorrect."
-        } else {
-            "The password is incorrect."
-        };
-        ApiError::new(status, "invalid_credentials", message)
+    /// A wrong password to confirm a change while signed in.
+    pub fn wrong_password() -> ApiError {
+        ApiError::new(ErrorCode::WrongConfirmation, "The password is incorrect.")
     }
 
     pub fn forbidden() -> ApiError {
-        ApiError::new(
-            Status::Forbidden,
-            "forbidden",
-            "You are not allowed to do this.",
-        )
+        ApiError::new(ErrorCode::Forbidden, "You are not allowed to do this.")
     }
 
     pub fn csrf_rejected() -> ApiError {
         ApiError::new(
-            Status::Forbidden,
-            "csrf_rejected",
+            ErrorCode::CsrfRejected,
             "Cross-site requests are not allowed.",
         )
     }
 
     pub fn not_found() -> ApiError {
-        ApiError::new(Status::NotFound, "not_found", "There is nothing here.")
+        ApiError::new(ErrorCode::NotFound, "There is nothing here.")
     }
 
     pub fn email_taken() -> ApiError {
         ApiError::new(
-            Status::Conflict,
-            "email_taken",
+            ErrorCode::EmailTaken,
             "An account with this email already exists.",
         )
     }
 
     pub fn payload_too_large() -> ApiError {
         ApiError::new(
-            Status::PayloadTooLarge,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             "The request body is larger than 16 KiB.",
         )
     }
 
     pub fn unsupported_media_type() -> ApiError {
         ApiError::new(
-            Status::UnsupportedMediaType,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "The request body must be application/json.",
         )
     }
@@ -108,11 +202,7 @@ impl ApiError {
     pub fn validation(fields: BTreeMap<String, String>) -> ApiError {
         ApiError {
             fields: Some(fields),
-            ..ApiError::new(
-                Status::UnprocessableEntity,
-                "validation_failed",
-                "Some fields are not valid.",
-            )
+            ..ApiError::new(ErrorCode::ValidationFailed, "Some fields are not valid.")
         }
     }
 
@@ -120,8 +210,7 @@ impl ApiError {
         ApiError {
             retry_after: Some(retry_after_secs.max(1)),
             ..ApiError::new(
-                Status::TooManyRequests,
-                "too_many_attempts",
+                ErrorCode::TooManyAttempts,
                 "Too many attempts. Try again later.",
             )
         }
@@ -130,8 +219,7 @@ impl ApiError {
     /// A mailed link that is unknown, used or expired.
     pub fn invalid_token() -> ApiError {
         ApiError::new(
-            Status::BadRequest,
-            "invalid_token",
+            ErrorCode::InvalidLink,
             "This link is invalid, used or expired. Ask for a new one.",
         )
     }
@@ -139,8 +227,7 @@ impl ApiError {
     /// A correct password for an address that is not verified yet.
     pub fn email_unverified() -> ApiError {
         ApiError::new(
-            Status::Forbidden,
-            "email_unverified",
+            ErrorCode::EmailUnverified,
             "Confirm your email address first: open the link in the mail we sent you.",
         )
     }
@@ -149,29 +236,37 @@ impl ApiError {
     /// address nobody has proved yet (`auth::ownership`).
     pub fn verify_before_adding() -> ApiError {
         ApiError::new(
-            Status::Forbidden,
-            "email_unverified",
+            ErrorCode::EmailUnverified,
             "Confirm your email address before adding a way to sign in: open the link in the mail we sent you.",
         )
     }
 
     /// The password was right, and the account asks for its second factor (`code`).
     pub fn mfa_required() -> ApiError {
-        ApiError::new(
-            Status::Unauthorized,
-            "mfa_required",
-            "Enter the 6-digit code from your authenticator app, or a recovery code.",
-        )
+        ApiError::new(ErrorCode::MfaRequired, MFA_CODE_WANTED)
     }
 
-    /// A second-factor code that is wrong, replayed or used up: 401 at sign-in, 403 to confirm
-    /// a change while signed in. Same code as a wrong password (`invalid_credentials`), with
-    /// words about the code.
-    pub fn wrong_code(status: Status) -> ApiError {
+    /// Confirming a change of an account with a second factor, without a code from it.
+    pub fn confirmation_code_required() -> ApiError {
+        ApiError::new(ErrorCode::ConfirmationCodeRequired, MFA_CODE_WANTED)
+    }
+
+    /// A second-factor code that is wrong, replayed or used up, at sign-in: the code of a
+    /// wrong password (`invalid_credentials`), with words about the code.
+    pub fn wrong_code() -> ApiError {
+        ApiError::new(ErrorCode::InvalidCredentials, WRONG_CODE)
+    }
+
+    /// The same, confirming a change while signed in.
+    pub fn wrong_confirmation_code() -> ApiError {
+        ApiError::new(ErrorCode::WrongConfirmation, WRONG_CODE)
+    }
+
+    /// A provider's sign-in waiting for its second factor is over.
+    pub fn sign_in_over() -> ApiError {
         ApiError::new(
-            status,
-            "invalid_credentials",
-            "That code is not right, or it was already used. Try the newest code.",
+            ErrorCode::SignInOver,
+            "This sign-in is over. Sign in with your provider again.",
         )
     }
 
@@ -179,8 +274,7 @@ impl ApiError {
     /// by a recent sign-in instead: its session is older than that.
     pub fn reauthentication_required() -> ApiError {
         ApiError::new(
-            Status::Forbidden,
-            "reauthentication_required",
+            ErrorCode::ReauthenticationRequired,
             "This account has no password. Sign out, sign in again with your provider, \
              and retry within 10 minutes.",
         )
@@ -189,8 +283,7 @@ impl ApiError {
     /// Unlinking the provider that is the account's last way to sign in.
     pub fn last_sign_in_method() -> ApiError {
         ApiError::new(
-            Status::Conflict,
-            "last_sign_in_method",
+            ErrorCode::LastSignInMethod,
             "This is your only way to sign in. Set a password or link another provider first.",
         )
     }
@@ -198,39 +291,44 @@ impl ApiError {
     /// Enrollment asked for while two-factor sign-in is already on.
     pub fn mfa_already_enabled() -> ApiError {
         ApiError::new(
-            Status::Conflict,
-            "mfa_already_enabled",
+            ErrorCode::MfaAlreadyEnabled,
             "Two-factor sign-in is already on. Turn it off first to set up a new authenticator.",
         )
     }
 
     /// Confirming with no enrollment started, or turning off what is not on.
     pub fn mfa_not_enabled(message: &str) -> ApiError {
-        ApiError::new(Status::Conflict, "mfa_not_enabled", message)
+        ApiError::new(ErrorCode::MfaNotEnabled, message)
     }
 
     /// A mail endpoint with no `smtp_url` configured.
     pub fn mail_off() -> ApiError {
+        ApiError::new(
+            ErrorCode::ServiceUnavailable,
+            "Email is not configured on this server.",
+        )
+    }
+
+    /// The password-hashing queue is full.
+    pub fn overloaded() -> ApiError {
         ApiError {
-            message: "Email is not configured on this server.".into(),
-            ..ApiError::unavailable()
+            retry_after: Some(1),
+            ..ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "Too many sign-ins at once. Try again in a moment.",
+            )
         }
     }
 
     pub fn unavailable() -> ApiError {
         ApiError::new(
-            Status::ServiceUnavailable,
-            "service_unavailable",
+            ErrorCode::ServiceUnavailable,
             "The service is temporarily unavailable. Try again shortly.",
         )
     }
 
     pub fn internal() -> ApiError {
-        ApiError::new(
-            Status::InternalServerError,
-            "internal",
-            "Something went wrong on our side.",
-        )
+        ApiError::new(ErrorCode::Internal, "Something went wrong on our side.")
     }
 
     pub fn clearing_cookie(mut self) -> ApiError {
@@ -248,19 +346,13 @@ impl ApiError {
             413 => ApiError::payload_too_large(),
             415 => ApiError::unsupported_media_type(),
             422 => ApiError::new(
-                status,
-                "validation_failed",
+                ErrorCode::ValidationFailed,
                 "The request could not be processed.",
             ),
             503 => ApiError::unavailable(),
-            405 => ApiError::new(
-                status,
-                "method_not_allowed",
-                "This method is not allowed here.",
-            ),
+            405 => ApiError::method_not_allowed("This method is not allowed here."),
             431 => ApiError::new(
-                status,
-                "request_header_fields_too_large",
+                ErrorCode::HeaderFieldsTooLarge,
                 "The request headers are too large.",
             ),
             code if code < 500 => ApiError::bad_request("The request is malformed."),
@@ -268,14 +360,22 @@ impl ApiError {
         }
     }
 
+    pub fn method_not_allowed(message: &str) -> ApiError {
+        ApiError::new(ErrorCode::MethodNotAllowed, message)
+    }
+
     /// Hands this error to Rocket from a guard: remembered for the catcher, which renders it
     /// (Rocket passes catchers only the status). Returns the status for the guard's outcome.
     pub fn remember(self, req: &Request<'_>) -> Status {
-        let status = self.status;
+        let status = self.status();
         req.local_cache(|| GuardError(Some(self)));
         status
     }
 }
+
+const MFA_CODE_WANTED: &str =
+    "Enter the 6-digit code from your authenticator app, or a recovery code.";
+const WRONG_CODE: &str = "That code is not right, or it was already used. Try the newest code.";
 
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> ApiError {
@@ -301,6 +401,40 @@ impl From<DbError> for ApiError {
     }
 }
 
+impl From<Invalid> for ApiError {
+    fn from(e: Invalid) -> ApiError {
+        let fields = e.0.into_iter();
+        ApiError::validation(
+            fields
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+}
+
+/// The one place the sign-in service's reason becomes the contract's JSON.
+impl From<Refused> for ApiError {
+    fn from(e: Refused) -> ApiError {
+        match e {
+            Refused::Invalid(fields) => fields.into(),
+            Refused::Overloaded => ApiError::overloaded(),
+            Refused::Throttled(seconds) => ApiError::too_many_attempts(seconds),
+            Refused::InvalidCredentials => ApiError::invalid_credentials(),
+            Refused::WrongCode => ApiError::wrong_code(),
+            Refused::MfaRequired => ApiError::mfa_required(),
+            Refused::EmailUnverified => ApiError::email_unverified(),
+            Refused::EmailTaken => ApiError::email_taken(),
+            Refused::WrongPassword => ApiError::wrong_password(),
+            Refused::CodeRequired => ApiError::confirmation_code_required(),
+            Refused::WrongConfirmationCode => ApiError::wrong_confirmation_code(),
+            Refused::ReauthenticationRequired => ApiError::reauthentication_required(),
+            Refused::SignInOver => ApiError::sign_in_over(),
+            Refused::AccountGone => ApiError::unauthenticated().clearing_cookie(),
+            Refused::Db(e) => e.into(),
+        }
+    }
+}
+
 /// The one place a guard's reason becomes the contract's JSON.
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> ApiError {
@@ -312,14 +446,7 @@ impl From<AuthError> for ApiError {
             AuthError::Forbidden => ApiError::forbidden(),
             AuthError::CrossSite => ApiError::csrf_rejected(),
             AuthError::Throttled { retry_after } => ApiError::too_many_attempts(retry_after),
-            AuthError::Overloaded => ApiError {
-                message: "Too many sign-ins at once. Try again in a moment.".into(),
-                retry_after: Some(1),
-                ..ApiError::unavailable()
-            },
-            AuthError::MethodOverride => ApiError::new(
-                Status::MethodNotAllowed,
-                "method_not_allowed",
+            AuthError::MethodOverride => ApiError::method_not_allowed(
                 "Method overrides (`_method`) are not accepted; send the method itself.",
             ),
             AuthError::Unavailable => ApiError::unavailable(),
@@ -348,7 +475,7 @@ struct GuardError(Option<ApiError>);
 
 impl<'r> Responder<'r, 'static> for ApiError {
     fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
-        let mut error = json!({ "code": self.code, "message": self.message });
+        let mut error = json!({ "code": self.code.as_str(), "message": self.message });
         if let Some(fields) = &self.fields {
             error["fields"] = json!(fields);
         }
@@ -360,7 +487,7 @@ impl<'r> Responder<'r, 'static> for ApiError {
         }
         let mut response = Response::build();
         response
-            .status(self.status)
+            .status(self.status())
             .header(ContentType::JSON)
             .header(Header::new("Cache-Control", "no-store"))
             .sized_body(body.len(), Cursor::new(body));
@@ -376,7 +503,7 @@ impl<'r> Responder<'r, 'static> for ApiError {
 #[rocket::catch(default)]
 fn any_error(status: Status, req: &Request<'_>) -> ApiError {
     if let GuardError(Some(error)) = req.local_cache(|| GuardError(None)) {
-        if error.status == status {
+        if error.status() == status {
             return error.clone();
         }
     }

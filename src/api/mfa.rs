@@ -1,34 +1,30 @@
 //! Two-factor sign-in (SPEC §9): enrolling a TOTP authenticator, confirming it (which turns it
 //! on, hands out the recovery codes and signs out the user's other sessions), and turning it
-//! off with a code. Sign-in's side is in `api::auth::sign_in`; the admin's removal in
+//! off with a code. Sign-in's side is in `signin`; the admin's removal in
 //! `api::admin`.
 //!
 //! Each of these first writes the user's row, so that on both backends it holds the row until
 //! it commits: an enrollment, a confirmation, a removal and a sign-in of one account take
 //! turns (see `db::models::second_factor`).
 
-use diesel::result::Error as DieselError;
-use diesel::Connection;
 use rocket::http::Status;
 use rocket::response::content::RawJson;
 use rocket::{Route, State};
 use serde::{Deserialize, Serialize};
 
-use crate::api::confirm::{confirm_password, take_code_check, Confirmation};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::json::{render, JsonBody};
 use crate::auth::mfa::{new_recovery_codes, Accepted};
-use crate::auth::{ownership, Authenticator, CurrentSession};
+use crate::auth::{ownership, CurrentSession};
 use crate::clock;
-use crate::config::Settings;
 use crate::db::models::event::record;
 use crate::db::models::second_factor::{self, RecoveryCode, TotpFactor};
 use crate::db::models::session::ClientInfo;
-use crate::db::models::{EventKind, Session, User};
-use crate::db::Db;
+use crate::db::models::{EventKind, User};
+use crate::db::{refuse, Db};
 use crate::domain::UserId;
 use crate::mail::Mailer;
-use crate::metrics::Metrics;
+use crate::signin::{Confirmation, CredentialChange, Refused, SignIn};
 
 /// `POST /mfa/totp`, `POST /mfa/totp/confirm`, `DELETE /mfa/totp`, to mount under `/api/auth`.
 pub fn routes() -> Vec<Route> {
@@ -37,7 +33,7 @@ pub fn routes() -> Vec<Route> {
 
 #[derive(Deserialize)]
 struct PasswordBody {
-    /// Absent for an account without a password (see `api::confirm`).
+    /// Absent for an account without a password (see `signin::confirm`).
     #[serde(default)]
     password: Option<String>,
 }
@@ -59,28 +55,6 @@ struct Enrolled {
 #[derive(Serialize)]
 struct RecoveryCodes {
     recovery_codes: Vec<String>,
-}
-
-/// Why a second-factor transaction stopped (both roll it back).
-enum Stop {
-    /// The answer to give.
-    Refused(ApiError),
-    Db(DieselError),
-}
-
-impl From<DieselError> for Stop {
-    fn from(e: DieselError) -> Stop {
-        Stop::Db(e)
-    }
-}
-
-/// A transaction's outcome, with a database error passed on as one.
-fn settle<T>(outcome: Result<T, Stop>) -> diesel::QueryResult<Result<T, ApiError>> {
-    match outcome {
-        Ok(value) => Ok(Ok(value)),
-        Err(Stop::Refused(answer)) => Ok(Err(answer)),
-        Err(Stop::Db(e)) => Err(e),
-    }
 }
 
 /// `answer` for an account whose row did not change as asked, unless the account went a
@@ -107,18 +81,13 @@ fn qr_svg(uri: &str) -> String {
     }
 }
 
-fn wrong_code() -> ApiError {
-    ApiError::wrong_code(Status::Forbidden)
-}
-
 /// Starts an enrollment: a new secret, not required at sign-in until a code confirms it. A
 /// second call replaces an unconfirmed one.
 #[rocket::post("/mfa/totp", data = "<body>")]
 #[allow(clippy::too_many_arguments)]
 async fn begin(
     db: &State<Db>,
-    auth: &State<Authenticator>,
-    settings: &State<Settings>,
+    sign_in: &State<SignIn>,
     mailer: &State<Mailer>,
     client: ClientInfo,
     current: CurrentSession,
@@ -134,30 +103,22 @@ async fn begin(
         password: body.0.password,
         code: None,
     };
-    let services = (db.inner(), auth.inner(), settings.inner());
-    drop(confirm_password(services, &client, &current, confirmation).await?);
-    let enrollment = auth
-        .second_factor
+    drop(sign_in.confirm(&client, &current, confirmation).await?);
+    let enrollment = sign_in
+        .second_factor()
         .enroll(&current.user.id, &current.user.email);
     let (user_id, sealed) = (current.user.id.clone(), enrollment.sealed);
     let now = clock::now();
-    let begun = db
-        .run(move |conn| {
-            conn.transaction(|conn| {
-                if !second_factor::claim_for_enrollment(conn, &user_id, now)? {
-                    // On already, or the account went a moment ago (with this session).
-                    return Ok(Err(unless_gone(
-                        conn,
-                        &user_id,
-                        ApiError::mfa_already_enabled(),
-                    )?));
-                }
-                TotpFactor::begin(conn, &user_id, &sealed, now)?;
-                Ok(Ok(()))
-            })
-        })
-        .await?;
-    begun?;
+    db.transaction(move |conn| {
+        if !second_factor::claim_for_enrollment(conn, &user_id, now)? {
+            // On already, or the account went a moment ago (with this session).
+            let on = ApiError::mfa_already_enabled();
+            return refuse(unless_gone(conn, &user_id, on)?);
+        }
+        TotpFactor::begin(conn, &user_id, &sealed, now)?;
+        Ok(())
+    })
+    .await??;
     render(&Enrolled {
         qr_svg: qr_svg(&enrollment.otpauth_uri),
         secret: enrollment.secret_base32,
@@ -171,9 +132,8 @@ async fn begin(
 #[allow(clippy::too_many_arguments)]
 async fn confirm(
     db: &State<Db>,
-    auth: &State<Authenticator>,
+    sign_in: &State<SignIn>,
     mailer: &State<Mailer>,
-    metrics: &State<Metrics>,
     client: ClientInfo,
     current: CurrentSession,
     body: JsonBody<CodeBody>,
@@ -185,43 +145,35 @@ async fn confirm(
         return Err(ApiError::verify_before_adding());
     }
     let code = body.0.code;
-    take_code_check(db, &current.user.id, &code).await?;
-    let second_factor = auth.second_factor.clone();
+    let wrong = || Refused::WrongConfirmationCode;
+    sign_in
+        .take_code_check(&current.user.id, &code, wrong)
+        .await?;
+    let second_factor = sign_in.second_factor().clone();
     let (user_id, session_id) = (current.user.id.clone(), current.session.id.clone());
     let now = clock::now();
-    let confirmed = db
-        .run(move |conn| {
-            let outcome = conn.transaction(|conn| {
-                if !second_factor::enable(conn, &user_id, now)? {
-                    let on = ApiError::mfa_already_enabled();
-                    return Err(Stop::Refused(unless_gone(conn, &user_id, on)?));
-                }
-                if TotpFactor::find(conn, &user_id)?.is_none() {
-                    return Err(Stop::Refused(ApiError::mfa_not_enabled(
-                        "Start setting up two-factor sign-in first.",
-                    )));
-                }
-                if !second_factor.check_totp(conn, &user_id, &code, now)? {
-                    return Err(Stop::Refused(wrong_code()));
-                }
-                let (codes, hashes) = new_recovery_codes(&user_id);
-                RecoveryCode::replace_all(conn, &user_id, &hashes)?;
-                let revoked = Session::revoke_all(conn, &user_id, Some(&session_id))?;
-                record(
-                    conn,
-                    &user_id,
-                    EventKind::MfaEnabled,
-                    Some(&session_id),
-                    &client,
-                    now,
-                )?;
-                Ok((codes, revoked))
-            });
-            settle(outcome)
+    let (recovery_codes, revoked) = db
+        .transaction(move |conn| {
+            if !second_factor::enable(conn, &user_id, now)? {
+                let on = ApiError::mfa_already_enabled();
+                return refuse(unless_gone(conn, &user_id, on)?);
+            }
+            if TotpFactor::find(conn, &user_id)?.is_none() {
+                return refuse(ApiError::mfa_not_enabled(
+                    "Start setting up two-factor sign-in first.",
+                ));
+            }
+            if !second_factor.check_totp(conn, &user_id, &code, now)? {
+                return refuse(ApiError::wrong_confirmation_code());
+            }
+            let (codes, hashes) = new_recovery_codes(&user_id);
+            RecoveryCode::replace_all(conn, &user_id, &hashes)?;
+            let change = CredentialChange::keeping(&user_id, &session_id, EventKind::MfaEnabled);
+            let revoked = change.revoke_sessions(conn, &client, now)?;
+            Ok((codes, revoked))
         })
-        .await?;
-    let (recovery_codes, revoked) = confirmed?;
-    metrics.sessions_revoked.inc_by(revoked as u64);
+        .await??;
+    sign_in.count_revoked(revoked);
     render(&RecoveryCodes { recovery_codes })
 }
 
@@ -230,8 +182,7 @@ async fn confirm(
 #[rocket::delete("/mfa/totp", data = "<body>")]
 async fn turn_off(
     db: &State<Db>,
-    auth: &State<Authenticator>,
-    metrics: &State<Metrics>,
+    sign_in: &State<SignIn>,
     client: ClientInfo,
     current: CurrentSession,
     body: JsonBody<CodeBody>,
@@ -240,46 +191,37 @@ async fn turn_off(
         return Err(ApiError::mfa_not_enabled("Two-factor sign-in is not on."));
     }
     let code = body.0.code;
-    take_code_check(db, &current.user.id, &code).await?;
-    let second_factor = auth.second_factor.clone();
+    let wrong = || Refused::WrongConfirmationCode;
+    sign_in
+        .take_code_check(&current.user.id, &code, wrong)
+        .await?;
+    let second_factor = sign_in.second_factor().clone();
     let (user_id, session_id) = (current.user.id.clone(), current.session.id.clone());
     let now = clock::now();
-    let turned_off = db
-        .run(move |conn| {
-            let outcome = conn.transaction(|conn| {
-                if !second_factor::disable(conn, &user_id, now)? {
-                    let off = ApiError::mfa_not_enabled("Two-factor sign-in is not on.");
-                    return Err(Stop::Refused(unless_gone(conn, &user_id, off)?));
-                }
-                let Some(accepted) = second_factor.check_code(conn, &user_id, &code, now)? else {
-                    return Err(Stop::Refused(wrong_code()));
-                };
-                second_factor::forget(conn, &user_id)?;
-                let revoked = Session::revoke_all(conn, &user_id, Some(&session_id))?;
-                if accepted == Accepted::RecoveryCode {
-                    record(
-                        conn,
-                        &user_id,
-                        EventKind::RecoveryCodeUsed,
-                        Some(&session_id),
-                        &client,
-                        now,
-                    )?;
-                }
+    let revoked = db
+        .transaction(move |conn| {
+            if !second_factor::disable(conn, &user_id, now)? {
+                let off = ApiError::mfa_not_enabled("Two-factor sign-in is not on.");
+                return refuse(unless_gone(conn, &user_id, off)?);
+            }
+            let Some(accepted) = second_factor.check_code(conn, &user_id, &code, now)? else {
+                return refuse(ApiError::wrong_confirmation_code());
+            };
+            second_factor::forget(conn, &user_id)?;
+            if accepted == Accepted::RecoveryCode {
                 record(
                     conn,
                     &user_id,
-                    EventKind::MfaDisabled,
+                    EventKind::RecoveryCodeUsed,
                     Some(&session_id),
                     &client,
                     now,
                 )?;
-                Ok(revoked)
-            });
-            settle(outcome)
+            }
+            let change = CredentialChange::keeping(&user_id, &session_id, EventKind::MfaDisabled);
+            Ok(change.revoke_sessions(conn, &client, now)?)
         })
-        .await?;
-    let revoked = turned_off?;
-    metrics.sessions_revoked.inc_by(revoked as u64);
+        .await??;
+    sign_in.count_revoked(revoked);
     Ok(Status::NoContent)
 }

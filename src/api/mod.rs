@@ -3,7 +3,6 @@
 
 pub mod admin;
 pub mod auth;
-pub(crate) mod confirm;
 pub mod cors;
 pub mod email;
 pub mod error;
@@ -12,7 +11,6 @@ pub mod mfa;
 pub mod oidc;
 pub mod ops;
 pub mod sessions;
-pub(crate) mod validation;
 pub mod verify;
 pub mod views;
 

@@ -25,8 +25,6 @@ pub enum AuthError {
     MethodOverride,
     /// The database could not answer within `pool_timeout_ms` (503). Never reported as 401.
     Unavailable,
-    /// The password-hashing queue is full (`login_queue_max`): 503 with `Retry-After`, at once.
-    Overloaded,
     /// This client has used up its tries of a secret for now (429 with `Retry-After`).
     Throttled { retry_after: i64 },
     /// The database failed in some other way; the cause is logged (500).
@@ -40,7 +38,7 @@ impl AuthError {
             AuthError::Unauthenticated { .. } => Status::Unauthorized,
             AuthError::Forbidden | AuthError::CrossSite => Status::Forbidden,
             AuthError::MethodOverride => Status::MethodNotAllowed,
-            AuthError::Unavailable | AuthError::Overloaded => Status::ServiceUnavailable,
+            AuthError::Unavailable => Status::ServiceUnavailable,
             AuthError::Throttled { .. } => Status::TooManyRequests,
             AuthError::Internal => Status::InternalServerError,
         }
@@ -65,7 +63,6 @@ impl fmt::Display for AuthError {
             AuthError::CrossSite => "cross-site request refused",
             AuthError::MethodOverride => "method override refused",
             AuthError::Unavailable => "database unavailable",
-            AuthError::Overloaded => "too many password checks at once",
             AuthError::Throttled { .. } => "too many tries",
             AuthError::Internal => "internal error",
         })

@@ -42,10 +42,6 @@ pub struct Authenticator {
     pub cookie: SessionCookie,
     /// The cross-site check with the configured `allowed_origins`.
     pub cross_site: CrossSiteCheck,
-    /// The bounded queue every password hash goes through (`login_queue_max`).
-    pub(crate) hashes: crate::auth::password::HashQueue,
-    /// TOTP and recovery codes (`mfa_key`).
-    pub(crate) second_factor: crate::auth::mfa::SecondFactor,
     cron_secret: Option<String>,
     /// Reuse checks of replaced tokens under way (see [`Authenticator::end_if_reused`]): a
     /// bound of their own, so that a flood of unknown tokens neither queues up nor takes the
@@ -68,19 +64,9 @@ impl Authenticator {
             policy: SessionPolicy::from_settings(settings),
             cookie: SessionCookie::from_settings(settings),
             cross_site: CrossSiteCheck::from_settings(settings),
-            hashes: crate::auth::password::HashQueue::new(settings.login_queue_max),
-            second_factor: crate::auth::mfa::SecondFactor::new(
-                settings.mfa_key.clone(),
-                settings.public_url.as_deref(),
-            ),
             cron_secret: settings.cron_secret.clone(),
             reuse_checks: Arc::new(tokio::sync::Semaphore::new(REUSE_CHECKS)),
         }
-    }
-
-    /// A place in the password-hashing queue, or 503 at once when it is full.
-    pub(crate) fn hash_slot(&self) -> Result<crate::auth::password::HashSlot, AuthError> {
-        self.hashes.admit().map_err(|_| AuthError::Overloaded)
     }
 
     /// The managed authenticator, or `Internal` (a sentinel normally stops such a launch).
@@ -298,6 +284,18 @@ impl<'r> FromRequest<'r> for PresentedToken {
     }
 }
 
+impl PresentedToken {
+    /// The session a browser's cookie names, which a new sign-in replaces (session fixation
+    /// defence). Only a cookie can be fixed on a victim; bearer clients manage their own
+    /// tokens.
+    pub fn cookie_session(self) -> Option<TokenHash> {
+        match self.0 {
+            Some((token, Via::Cookie)) => Some(token.hash()),
+            _ => None,
+        }
+    }
+}
+
 impl Sentinel for PresentedToken {
     fn abort(rocket: &Rocket<Ignite>) -> bool {
         abort_without_state(rocket, "PresentedToken")
@@ -428,7 +426,7 @@ impl<'r> FromRequest<'r> for CleanupCaller {
             // scheduler calling with the secret, or an admin's bearer token, uses nothing).
             let key = req
                 .client_ip()
-                .map(|ip| throttle::ip_key("cron-ip", &ip.to_string()));
+                .map(|ip| throttle::ThrottleKey::ip(throttle::Budget::CronIp, &ip.to_string()));
             if let Some(key) = key.clone() {
                 let now = crate::clock::now();
                 let spent = auth

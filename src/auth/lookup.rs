@@ -19,7 +19,7 @@ use prometheus::Histogram;
 use rocket::tokio::sync::oneshot;
 
 use crate::db::models::{Session, User};
-use crate::db::{Db, DbConnection, DbError};
+use crate::db::{Db, DbConnection, DbError, LaneConnection};
 use crate::token::TokenHash;
 
 /// The most lookups one query carries. Bounds a statement's size and its answer's delay.
@@ -78,9 +78,10 @@ impl SessionLookup {
         });
         let wait = db.wait();
         let serving = shared.clone();
+        let lane = db.lookup_lane();
         std::thread::Builder::new()
             .name("latchkey-lookup".into())
-            .spawn(move || serve(&db, &serving))
+            .spawn(move || serve(&lane, &serving))
             .expect("spawn the session lookup thread");
         SessionLookup {
             lane: Arc::new(Lane { shared }),
@@ -119,7 +120,7 @@ impl SessionLookup {
 /// The lane: waits until something is queued, gets its connection, and only then takes what
 /// is queued (so lookups that arrived while it waited for the connection go in the same
 /// query), looks it up and answers; until the last [`SessionLookup`] is dropped.
-fn serve(db: &Db, shared: &Shared) {
+fn serve(lane: &LaneConnection, shared: &Shared) {
     loop {
         {
             let mut state = lock(&shared.state);
@@ -140,7 +141,7 @@ fn serve(db: &Db, shared: &Shared) {
         let mut batch: Vec<Waiter> = Vec::new();
         // A panic in the query (a bug) fails this batch, not the lane every request needs.
         let rows = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            db.run_blocking(|conn| {
+            lane.run(|conn| {
                 take_batch(shared, &mut batch);
                 if batch.is_empty() {
                     return Ok(Vec::new());

@@ -13,13 +13,13 @@
 //! IP's attempt back and ends the email's streak; a failure keeps both.
 
 use chrono::{Duration, NaiveDateTime};
-use diesel::result::Error as DieselError;
-use diesel::{Connection, QueryResult};
+use diesel::QueryResult;
 use sha2::{Digest, Sha256};
 
 use crate::config::Settings;
 use crate::db::models::throttle::Throttle;
-use crate::db::DbConnection;
+use crate::db::{refuse, transaction, DbConnection};
+use crate::domain::UserId;
 
 /// How long an email's failure streak is remembered without a success.
 pub fn email_streak_window(settings: &Settings) -> Duration {
@@ -31,16 +31,99 @@ pub fn retention(settings: &Settings) -> Duration {
     email_streak_window(settings).max(settings.ip_failure_window)
 }
 
+/// What a counter counts. Its key is the budget's prefix and whose budget it is (a hashed
+/// address, a client network, an account); the prefixes are stored and must not change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// Sign-in failures of an address (the backoff).
+    LoginEmail,
+    /// Sign-in failures of a client.
+    LoginIp,
+    /// Registrations of a client (`ip_max_registrations`).
+    Register,
+    /// Provider sign-ins a client starts.
+    OidcStart,
+    /// Password resets asked for an address.
+    ResetEmail,
+    /// Password resets a client asks for.
+    ResetIp,
+    /// Verification mails an account asks for again.
+    Resend,
+    /// Second-factor codes checked for an account.
+    CodeCheck,
+    /// Wrong `CRON_SECRET` tries of a client.
+    CronIp,
+}
+
+impl Budget {
+    fn prefix(self) -> &'static str {
+        match self {
+            Budget::LoginEmail => "email",
+            Budget::LoginIp => "ip",
+            Budget::Register => "register-ip",
+            Budget::OidcStart => "oidc-start",
+            Budget::ResetEmail => "reset-email",
+            Budget::ResetIp => "reset-ip",
+            Budget::Resend => "resend",
+            Budget::CodeCheck => "mfa-user",
+            Budget::CronIp => "cron-ip",
+        }
+    }
+}
+
+/// The key of one counter in `login_throttles`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThrottleKey(String);
+
+impl ThrottleKey {
+    /// `budget` for a client address. An IPv6 client is counted by its /64: one subscriber's
+    /// network, whose every one of 2^64 addresses the client may use in turn. An IPv4 address
+    /// (and an IPv4-mapped IPv6 one) counts whole.
+    pub fn ip(budget: Budget, ip: &str) -> ThrottleKey {
+        use std::net::IpAddr;
+        let purpose = budget.prefix();
+        ThrottleKey(match ip.parse::<IpAddr>() {
+            Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+                Some(v4) => format!("{purpose}:{v4}"),
+                None => {
+                    let s = v6.segments();
+                    format!("{purpose}:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+                }
+            },
+            Ok(IpAddr::V4(v4)) => format!("{purpose}:{v4}"),
+            Err(_) => format!("{purpose}:{ip}"),
+        })
+    }
+
+    /// `budget` for an address: SHA-256 in hex, so the table holds no addresses.
+    pub fn email(budget: Budget, normalized_email: &str) -> ThrottleKey {
+        let hashed: String = Sha256::digest(normalized_email.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        ThrottleKey(format!("{}:{hashed}", budget.prefix()))
+    }
+
+    /// `budget` for an account.
+    pub fn user(budget: Budget, user_id: &UserId) -> ThrottleKey {
+        ThrottleKey(format!("{}:{user_id}", budget.prefix()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 pub struct LoginKeys {
-    email: String,
-    ip: Option<String>,
+    email: ThrottleKey,
+    ip: Option<ThrottleKey>,
 }
 
 impl LoginKeys {
     pub fn new(normalized_email: &str, ip: Option<&str>) -> LoginKeys {
         LoginKeys {
-            email: format!("email:{}", hashed(normalized_email)),
-            ip: ip.map(|ip| ip_key("ip", ip)),
+            email: ThrottleKey::email(Budget::LoginEmail, normalized_email),
+            ip: ip.map(|ip| ThrottleKey::ip(Budget::LoginIp, ip)),
         }
     }
 }
@@ -81,50 +164,27 @@ pub fn take_attempt(
     keys: &LoginKeys,
     now: NaiveDateTime,
 ) -> QueryResult<Option<i64>> {
-    let taken = conn.transaction(|conn| {
+    let taken = transaction(conn, |conn| {
         // Always email first, then IP: every transaction locks in the same order.
         let email_cutoff = now - email_streak_window(settings);
-        Throttle::take(conn, &keys.email, now, email_cutoff, |row| {
+        let key = keys.email.as_str();
+        if let Err(wait) = Throttle::take(conn, key, now, email_cutoff, |row| {
             email_refusal(settings, row, now)
-        })?
-        .map_err(Taken::Refused)?;
+        })? {
+            return refuse(wait);
+        }
         if let Some(key) = &keys.ip {
             let ip_cutoff = now - settings.ip_failure_window;
-            Throttle::take(conn, key, now, ip_cutoff, |row| {
+            let key = key.as_str();
+            if let Err(wait) = Throttle::take(conn, key, now, ip_cutoff, |row| {
                 ip_refusal(settings, row, now)
-            })?
-            .map_err(Taken::Refused)?;
+            })? {
+                return refuse(wait);
+            }
         }
         Ok(())
-    });
-    taken.refusal()
-}
-
-/// Why the counting transaction ended without counting: a refusal rolls it back, like an error.
-enum Taken {
-    Refused(i64),
-    Db(DieselError),
-}
-
-trait Refusal {
-    /// `Some(seconds)` for a refusal, `None` when the attempt was counted.
-    fn refusal(self) -> QueryResult<Option<i64>>;
-}
-
-impl Refusal for Result<(), Taken> {
-    fn refusal(self) -> QueryResult<Option<i64>> {
-        match self {
-            Ok(()) => Ok(None),
-            Err(Taken::Refused(wait)) => Ok(Some(wait.max(1))),
-            Err(Taken::Db(e)) => Err(e),
-        }
-    }
-}
-
-impl From<DieselError> for Taken {
-    fn from(e: DieselError) -> Taken {
-        Taken::Db(e)
-    }
+    })?;
+    Ok(taken.err().map(|wait| wait.max(1)))
 }
 
 /// A budget of `max` requests per `window` for each `(key, max)` (the mail endpoints: resets
@@ -132,68 +192,38 @@ impl From<DieselError> for Taken {
 /// counters and shared by every instance. `Some(seconds)` means refused (429), nothing counted.
 pub fn take_budget(
     conn: &mut DbConnection,
-    budgets: &[(String, i32)],
+    budgets: &[(ThrottleKey, i32)],
     window: Duration,
     now: NaiveDateTime,
 ) -> QueryResult<Option<i64>> {
-    let taken = conn.transaction(|conn| {
+    let taken = transaction(conn, |conn| {
         for (key, max) in budgets {
             let max = *max;
-            Throttle::take(conn, key, now, now - window, |row| {
+            if let Err(wait) = Throttle::take(conn, key.as_str(), now, now - window, |row| {
                 let until = row.window_start + window;
                 (row.failures >= max && until > now).then(|| seconds_until(until, now))
-            })?
-            .map_err(Taken::Refused)?;
+            })? {
+                return refuse(wait);
+            }
         }
         Ok(())
-    });
-    taken.refusal()
+    })?;
+    Ok(taken.err().map(|wait| wait.max(1)))
 }
 
 /// Whether `key`'s budget of `max` per `window` is spent, without counting anything:
 /// `Some(seconds)` to wait. For budgets that count only failures, checked before the attempt.
 pub fn spent(
     conn: &mut DbConnection,
-    key: &str,
+    key: &ThrottleKey,
     max: i32,
     window: Duration,
     now: NaiveDateTime,
 ) -> QueryResult<Option<i64>> {
-    Ok(Throttle::find(conn, key)?.and_then(|row| {
+    Ok(Throttle::find(conn, key.as_str())?.and_then(|row| {
         let until = row.window_start + window;
         (row.failures >= max && until > now).then(|| seconds_until(until, now))
     }))
-}
-
-/// The key of `purpose`'s budget for a client address. An IPv6 client is counted by its /64:
-/// one subscriber's network, whose every one of 2^64 addresses the client may use in turn.
-/// An IPv4 address (and an IPv4-mapped IPv6 one) counts whole.
-pub fn ip_key(purpose: &str, ip: &str) -> String {
-    use std::net::IpAddr;
-    match ip.parse::<IpAddr>() {
-        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-            Some(v4) => format!("{purpose}:{v4}"),
-            None => {
-                let s = v6.segments();
-                format!("{purpose}:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
-        Ok(IpAddr::V4(v4)) => format!("{purpose}:{v4}"),
-        Err(_) => format!("{purpose}:{ip}"),
-    }
-}
-
-/// The key of `purpose`'s budget for an address (hashed, like the login keys).
-pub fn email_key(purpose: &str, normalized_email: &str) -> String {
-    format!("{purpose}-email:{}", hashed(normalized_email))
-}
-
-/// An address as the counters' keys hold it: SHA-256 in hex, never the address itself.
-fn hashed(normalized_email: &str) -> String {
-    Sha256::digest(normalized_email.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Ends an address's failed-login streak (a password reset proved the owner).
@@ -202,7 +232,12 @@ pub fn forget_failures(
     normalized_email: &str,
     now: NaiveDateTime,
 ) -> QueryResult<()> {
-    Throttle::clear(conn, &LoginKeys::new(normalized_email, None).email, now).map(drop)
+    Throttle::clear(
+        conn,
+        LoginKeys::new(normalized_email, None).email.as_str(),
+        now,
+    )
+    .map(drop)
 }
 
 /// A successful login ends the email's streak and gives the IP its attempt back (the IP's
@@ -212,9 +247,9 @@ pub fn record_success(
     keys: &LoginKeys,
     now: NaiveDateTime,
 ) -> QueryResult<()> {
-    Throttle::clear(conn, &keys.email, now)?;
+    Throttle::clear(conn, keys.email.as_str(), now)?;
     if let Some(key) = &keys.ip {
-        Throttle::give_back(conn, key)?;
+        Throttle::give_back(conn, key.as_str())?;
     }
     Ok(())
 }
@@ -226,16 +261,25 @@ mod tests {
     #[test]
     fn ipv6_clients_count_by_their_64() {
         assert_eq!(
-            ip_key("ip", "2001:db8:1:2:aaaa::1"),
-            ip_key("ip", "2001:db8:1:2:ffff:1:2:3")
+            ThrottleKey::ip(Budget::LoginIp, "2001:db8:1:2:aaaa::1"),
+            ThrottleKey::ip(Budget::LoginIp, "2001:db8:1:2:ffff:1:2:3")
         );
         assert_ne!(
-            ip_key("ip", "2001:db8:1:2::1"),
-            ip_key("ip", "2001:db8:1:3::1")
+            ThrottleKey::ip(Budget::LoginIp, "2001:db8:1:2::1"),
+            ThrottleKey::ip(Budget::LoginIp, "2001:db8:1:3::1")
         );
-        assert_eq!(ip_key("ip", "::ffff:192.0.2.7"), "ip:192.0.2.7");
-        assert_eq!(ip_key("ip", "192.0.2.7"), "ip:192.0.2.7");
-        assert_ne!(ip_key("ip", "192.0.2.7"), ip_key("ip", "192.0.2.8"));
+        assert_eq!(
+            ThrottleKey::ip(Budget::LoginIp, "::ffff:192.0.2.7").as_str(),
+            "ip:192.0.2.7"
+        );
+        assert_eq!(
+            ThrottleKey::ip(Budget::LoginIp, "192.0.2.7").as_str(),
+            "ip:192.0.2.7"
+        );
+        assert_ne!(
+            ThrottleKey::ip(Budget::LoginIp, "192.0.2.7"),
+            ThrottleKey::ip(Budget::LoginIp, "192.0.2.8")
+        );
     }
 
     #[test]

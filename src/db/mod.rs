@@ -8,30 +8,29 @@
 //! Every call waits at most `pool_timeout_ms` in all (for its turn, then for a connection) and
 //! otherwise fails with [`DbError::Unavailable`]. There are two ways in, for anyone:
 //!
-//! - [`Db::run`] from async code: the closure runs on the blocking thread pool, never on an
-//!   async worker. Routes, the worker's schedule and host applications use this.
+//! - [`Db::run`] (and [`Db::transaction`]) from async code: the closure runs on the blocking
+//!   thread pool, never on an async worker. Routes, the worker's schedule and host
+//!   applications use this.
 //! - [`Db::run_blocking`] from code that is already on a blocking thread (the worker's
 //!   `--once`, tests).
 //!
 //! And two inside latchkey, each for one caller:
 //!
-//! - `Db::read_inline`: one short indexed read run on the calling async worker when a warm
-//!   connection is free for it, else like `run`, in the slot kept back from `run`. The
-//!   session lookup used it until it got a thread of its own (`auth::lookup`, which takes
-//!   that slot's connection through `run_blocking`); only the store tests call it now.
-//! - `Db::run_detached`, for writes nobody waits for (the rolling expiry touch): started in
-//!   the background through `run`, or dropped when too many are already in flight.
+//! - [`Db::lookup_lane`]: the session lookup's thread (`auth::lookup`) and its own connection.
+//!   With a pool of two or more, one connection is kept for it: the others share the rest, so
+//!   writes filling the pool never make authenticated reads wait.
+//! - `Db::run_detached`, for writes nobody waits for (the rolling expiry touch, a failed
+//!   sign-in's event): started in the background through `run`, or dropped when too many are
+//!   already in flight.
 //!
-//! Async callers first take a permit from a FIFO semaphore, so each blocking task finds a free
-//! connection at once (r2d2's own queue is unfair under load: a few requests starve for
-//! hundreds of ms). The pool is split: one connection is kept back from `run` for the session
-//! lookup's thread, and everything else shares the rest, so writes filling the pool never
-//! make authenticated reads wait.
+//! Callers take a permit from a FIFO semaphore first, so each finds a free connection at once
+//! (r2d2's own queue is unfair under load: a few requests starve for hundreds of ms).
 
 pub mod models;
 pub mod schema;
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -435,6 +434,38 @@ fn is_unavailable(e: &DieselError) -> bool {
     }
 }
 
+/// How a transaction stops with an answer for its caller instead of a result: `Refused`
+/// rolls it back as an error would, and reaches the caller as `Ok(Err(answer))` (see
+/// [`transaction`]); a database error stays one.
+pub enum Abort<E> {
+    Refused(E),
+    Db(DieselError),
+}
+
+impl<E> From<DieselError> for Abort<E> {
+    fn from(e: DieselError) -> Abort<E> {
+        Abort::Db(e)
+    }
+}
+
+/// Stops the transaction, rolling it back, with `answer` for the caller.
+pub fn refuse<T, E>(answer: E) -> Result<T, Abort<E>> {
+    Err(Abort::Refused(answer))
+}
+
+/// Runs `f` in a transaction on `conn`: committed when it returns `Ok`, rolled back when it
+/// stops with [`refuse`] (the answer comes back as `Ok(Err(answer))`) or fails.
+pub fn transaction<T, E, F>(conn: &mut DbConnection, f: F) -> QueryResult<Result<T, E>>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, Abort<E>>,
+{
+    match conn.transaction(f) {
+        Ok(value) => Ok(Ok(value)),
+        Err(Abort::Refused(answer)) => Ok(Err(answer)),
+        Err(Abort::Db(e)) => Err(e),
+    }
+}
+
 type Pool = r2d2::Pool<Manager>;
 
 /// The handle every part of the service holds: a pool plus the backend it talks to. See the
@@ -443,14 +474,36 @@ type Pool = r2d2::Pool<Manager>;
 pub struct Db {
     pool: Pool,
     backend: Backend,
-    /// `pool_size` minus the inline slots.
-    permits: Arc<Semaphore>,
-    /// `None` when there are no inline slots (a single async worker must never block, and a
-    /// pool of one connection has none to spare): every read then uses `run`.
-    inline_slots: Option<Arc<Semaphore>>,
+    /// Turns for everyone but the lookup lane: `pool_size` minus the lane's connection.
+    shared: Arc<Semaphore>,
+    /// Whether the lane's connection is kept out of `shared` (a pool of two or more) and is
+    /// still to be handed out (see [`Db::lookup_lane`]).
+    lane: Arc<AtomicBool>,
     /// Background writes in flight (see [`Db::run_detached`]).
     detached_slots: Arc<Semaphore>,
     wait: Duration,
+}
+
+/// The session lookup's way to the database: one thread's connection, kept out of everyone
+/// else's share when the pool has two or more (see [`Db::lookup_lane`]).
+pub struct LaneConnection {
+    db: Db,
+    reserved: bool,
+}
+
+impl LaneConnection {
+    /// Runs `f` on a pooled connection on this (blocking) thread, waiting at most
+    /// `pool_timeout_ms`.
+    pub fn run<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        F: FnOnce(&mut DbConnection) -> QueryResult<T>,
+    {
+        if self.reserved {
+            self.db.with_connection(f, Instant::now() + self.db.wait)
+        } else {
+            self.db.run_blocking(f)
+        }
+    }
 }
 
 impl Db {
@@ -476,14 +529,24 @@ impl Db {
                 target: settings.database.clone(),
             });
         let pool_size = settings.pool_size as usize;
-        let inline = settings.inline_reads.min(pool_size - 1);
+        // A pool of one has no connection to keep back: the lane shares it.
+        let keep_for_lane = pool_size > 1;
         Db {
             pool,
             backend: settings.backend(),
-            permits: Arc::new(Semaphore::new(pool_size - inline)),
-            inline_slots: (inline > 0).then(|| Arc::new(Semaphore::new(inline))),
+            shared: Arc::new(Semaphore::new(pool_size - usize::from(keep_for_lane))),
+            lane: Arc::new(AtomicBool::new(keep_for_lane)),
             detached_slots: Arc::new(Semaphore::new((pool_size / 2).max(1))),
             wait: settings.pool_timeout,
+        }
+    }
+
+    /// The session lookup's connection: the one kept back from everyone else, to the first
+    /// caller; any later caller (or a pool of one) shares the pool like [`Db::run_blocking`].
+    pub fn lookup_lane(&self) -> LaneConnection {
+        LaneConnection {
+            db: self.clone(),
+            reserved: self.lane.swap(false, Ordering::AcqRel),
         }
     }
 
@@ -513,41 +576,37 @@ impl Db {
         T: Send + 'static,
     {
         let deadline = Instant::now() + self.wait;
-        let permit = self.turn(&self.permits).await?;
+        let permit = self.turn(&self.shared).await?;
         self.on_blocking_pool(permit, f, deadline).await
     }
 
-    /// [`Db::run`] for code already on a blocking thread: the same bounded wait, on this thread.
+    /// [`transaction`] through [`Db::run`]: `Ok(Err(answer))` when `f` refused.
+    pub async fn transaction<T, E, F>(&self, f: F) -> Result<Result<T, E>, DbError>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, Abort<E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        self.run(move |conn| transaction(conn, f)).await
+    }
+
+    /// [`Db::run`] for code already on a blocking thread: the same share of the pool and the
+    /// same bounded wait, on this thread.
     pub fn run_blocking<T, F>(&self, f: F) -> Result<T, DbError>
     where
         F: FnOnce(&mut DbConnection) -> QueryResult<T>,
     {
-        self.with_connection(f, Instant::now() + self.wait)
-    }
-
-    /// A read in the slot kept back from `run` (module documentation). Waits for the slot,
-    /// first come first served; runs `f` here when a warm idle connection is free, else on the
-    /// blocking pool still holding the slot. Only for one short indexed statement.
-    #[doc(hidden)] // public for the store tests; host code uses `run`
-    pub async fn read_inline<T, F>(&self, f: F) -> Result<T, DbError>
-    where
-        F: FnOnce(&mut DbConnection) -> QueryResult<T> + Send + 'static,
-        T: Send + 'static,
-    {
-        let Some(inline_slots) = &self.inline_slots else {
-            return self.run(f).await;
-        };
         let deadline = Instant::now() + self.wait;
-        let slot = self.turn(inline_slots).await?;
-        if let Some(pooled) = self
-            .pool
-            .try_get()
-            .filter(|pooled| pooled.last_used.elapsed() <= PING_AFTER_IDLE)
-        {
-            let _slot = slot;
-            return Self::use_connection(pooled, f);
-        }
-        self.on_blocking_pool(slot, f, deadline).await
+        // No async runtime to wait on here: the turn is polled (these callers are few and
+        // not on the request path).
+        let _turn = loop {
+            match self.shared.try_acquire() {
+                Ok(permit) => break permit,
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+                Err(_) => return Err(DbError::Unavailable),
+            }
+        };
+        self.with_connection(f, deadline)
     }
 
     /// Starts `f` in the background through [`Db::run`] and returns true, if fewer than

@@ -22,8 +22,9 @@ pub struct User {
     /// The display name.
     pub name: String,
     /// Argon2id PHC string; never shown by the API. `None` for an account made by an OpenID
-    /// provider's sign-in that has not set a password.
-    pub password_hash: Option<String>,
+    /// provider's sign-in that has not set a password. Private: only the sign-in service
+    /// reads it ([`User::password_hash`]).
+    password_hash: Option<String>,
     /// `user` or `admin`.
     #[diesel(deserialize_as = String)]
     pub role: Role,
@@ -55,6 +56,16 @@ impl User {
     /// Whether the account can sign in with a password.
     pub fn has_password(&self) -> bool {
         self.password_hash.is_some()
+    }
+
+    /// The Argon2id PHC string, for the sign-in service to check a password against.
+    pub(crate) fn password_hash(&self) -> Option<&str> {
+        self.password_hash.as_deref()
+    }
+
+    /// What a sign-in checks, as [`User::lock_credentials`] reads it again under the lock.
+    pub(crate) fn credentials(&self) -> Credentials {
+        (self.password_hash.clone(), self.mfa_enabled_at)
     }
 
     /// Whether sign-in asks for a second factor.

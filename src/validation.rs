@@ -4,8 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use crate::api::error::{ApiError, ApiResult};
-
 pub const MAX_EMAIL_LEN: usize = 254;
 pub const MIN_PASSWORD_BYTES: usize = 8;
 pub const MAX_PASSWORD_BYTES: usize = 1024;
@@ -14,7 +12,7 @@ pub const MAX_NAME_CHARS: usize = 100;
 /// Trimmed and lowercased, with an international domain in its ASCII (punycode) form after
 /// UTS 46 mapping, so that one mailbox written as `ann@bücher.example`, as
 /// `ann@xn--bcher-kva.example` or with fullwidth letters in its domain is one account.
-pub(crate) fn normalize_email(email: &str) -> String {
+pub fn normalize_email(email: &str) -> String {
     let email = email.trim().to_lowercase();
     match email.rsplit_once('@') {
         Some((local, domain)) if !domain.is_ascii() => match idna::domain_to_ascii(domain) {
@@ -85,7 +83,7 @@ fn domain_ok(domain: &str) -> bool {
 
 /// What is wrong with a normalised address, if anything. Delivery is the only real test of an
 /// address; this keeps out what cannot be one, or could be mistaken for another.
-pub(crate) fn email_problem(email: &str) -> Option<&'static str> {
+pub fn email_problem(email: &str) -> Option<&'static str> {
     if email.is_empty() {
         return Some("Enter an email address.");
     }
@@ -102,11 +100,11 @@ pub(crate) fn email_problem(email: &str) -> Option<&'static str> {
 /// Whether `email` (normalised) could be an address stored by this or an earlier version of
 /// latchkey, whose rules were looser: what sign-in looks up. The strict rules above are for
 /// addresses being stored; an account made under the old ones must still sign in.
-pub(crate) fn may_be_stored(email: &str) -> bool {
+pub fn may_be_stored(email: &str) -> bool {
     email.len() <= MAX_EMAIL_LEN && email.contains('@') && !email.chars().any(|c| c.is_control())
 }
 
-pub(crate) fn password_problem(password: &str) -> Option<&'static str> {
+pub fn password_problem(password: &str) -> Option<&'static str> {
     if password.len() < MIN_PASSWORD_BYTES {
         Some("Password must be at least 8 characters.")
     } else if password.len() > MAX_PASSWORD_BYTES {
@@ -117,7 +115,7 @@ pub(crate) fn password_problem(password: &str) -> Option<&'static str> {
 }
 
 /// What is wrong with a trimmed name, if anything.
-pub(crate) fn name_problem(name: &str) -> Option<&'static str> {
+pub fn name_problem(name: &str) -> Option<&'static str> {
     let length = name.chars().count();
     if length == 0 {
         Some("Enter a name.")
@@ -131,15 +129,20 @@ pub(crate) fn name_problem(name: &str) -> Option<&'static str> {
 }
 
 /// 422 `validation_failed` naming each field that has a problem, or nothing.
-pub(crate) fn check_fields(problems: &[(&str, Option<&'static str>)]) -> ApiResult<()> {
-    let fields: BTreeMap<String, String> = problems
+/// Fields that are not valid, each with what to fix: 422 `validation_failed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid(pub BTreeMap<&'static str, &'static str>);
+
+/// Every field with a problem, or `Ok` when there is none.
+pub fn check_fields(problems: &[(&'static str, Option<&'static str>)]) -> Result<(), Invalid> {
+    let fields: BTreeMap<&'static str, &'static str> = problems
         .iter()
-        .filter_map(|(field, problem)| problem.map(|p| (field.to_string(), p.to_string())))
+        .filter_map(|(field, problem)| problem.map(|p| (*field, p)))
         .collect();
     if fields.is_empty() {
         Ok(())
     } else {
-        Err(ApiError::validation(fields))
+        Err(Invalid(fields))
     }
 }
 
