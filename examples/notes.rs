@@ -86,7 +86,7 @@ async fn create(
         id: uuid::Uuid::new_v4().to_string(),
         user_id: me.user.id.to_string(),
         text: body.into_inner().text,
-        created_at: latchkey::clock::now(),
+        created_at: db.now(),
     };
     let note = db
         .run(move |conn| {

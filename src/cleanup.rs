@@ -14,7 +14,6 @@ use diesel::sql_types::Bool;
 use diesel::{Connection, QueryResult, QueryableByName, RunQueryDsl};
 
 use crate::auth::throttle;
-use crate::clock;
 use crate::config::{Backend, Settings};
 use crate::db::models::throttle::Throttle;
 use crate::db::models::{new_id, CleanupRun, MailToken, OidcLogin, SecurityEvent, Session};
@@ -62,7 +61,7 @@ fn clean(
     settings: &Settings,
     stop: &AtomicBool,
 ) -> QueryResult<CleanupReport> {
-    let started_at = clock::now();
+    let started_at = settings.clock.now();
     let timer = Instant::now();
     let mut report = CleanupReport {
         sessions_deleted: 0,
@@ -100,7 +99,7 @@ fn clean(
     CleanupRun {
         id: new_id(),
         started_at,
-        finished_at: clock::now(),
+        finished_at: settings.clock.now(),
         sessions_deleted: report.sessions_deleted,
         events_deleted: report.events_deleted,
         throttles_deleted: report.throttles_deleted,

@@ -1,14 +1,87 @@
 //! The application's clock: the one source of "now" (UTC, microsecond precision, which both
 //! databases store exactly). Queries get times bound from here, never the database's `now()`.
+//! The service reads it through its [`Clock`] (carried by `Db`), which tests can move forward
+//! to test expiry exactly instead of sleeping.
 
 use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 use chrono::{NaiveDateTime, SubsecRound, Utc};
 use serde::{Serialize, Serializer};
 
-/// Now, in UTC, to the microsecond.
-pub fn now() -> NaiveDateTime {
+/// The system's now, in UTC, to the microsecond (for tools and tests; the service asks its
+/// [`Clock`]).
+pub fn system_now() -> NaiveDateTime {
     Utc::now().naive_utc().trunc_subsecs(6)
+}
+
+/// Where the service's "now" comes from: the system clock, or (for tests) the system clock
+/// moved forward by what [`Clock::advance`] added, or a stopped clock that only `advance`
+/// moves. Clones share the same offset.
+#[derive(Clone, Default)]
+pub struct Clock {
+    /// Microseconds added; `None` for the system clock itself.
+    offset: Option<Arc<AtomicI64>>,
+    /// A stopped clock's start; `None` when the clock runs with the system's.
+    stopped_at: Option<NaiveDateTime>,
+}
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Clock {
+        Clock::default()
+    }
+
+    /// A clock that runs with the system's and can be moved forward (tests).
+    pub fn adjustable() -> Clock {
+        Clock {
+            offset: Some(Arc::new(AtomicI64::new(0))),
+            stopped_at: None,
+        }
+    }
+
+    /// A clock stopped at the system's time now, that only [`Clock::advance`] moves (tests
+    /// of exact times).
+    pub fn stopped() -> Clock {
+        Clock {
+            stopped_at: Some(system_now()),
+            ..Clock::adjustable()
+        }
+    }
+
+    /// Now, in UTC, to the microsecond.
+    pub fn now(&self) -> NaiveDateTime {
+        let now = self.stopped_at.unwrap_or_else(system_now);
+        match &self.offset {
+            Some(offset) => now + chrono::Duration::microseconds(offset.load(Ordering::Acquire)),
+            None => now,
+        }
+    }
+
+    /// Moves an adjustable clock forward by `by`; the system clock cannot be moved (panics:
+    /// only tests call this).
+    pub fn advance(&self, by: chrono::Duration) {
+        let offset = self
+            .offset
+            .as_ref()
+            .expect("only an adjustable clock can be moved");
+        let micros = by.num_microseconds().expect("a duration a test can use");
+        offset.fetch_add(micros, Ordering::AcqRel);
+    }
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.offset {
+            None => f.write_str("Clock::system"),
+            Some(offset) => write!(
+                f,
+                "Clock::adjustable(+{}us)",
+                offset.load(Ordering::Acquire)
+            ),
+        }
+    }
 }
 
 /// RFC 3339 in UTC with a `Z`, as every timestamp in the API is written.

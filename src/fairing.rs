@@ -11,6 +11,7 @@ use rocket::figment::Figment;
 use rocket::http::Header;
 use rocket::{Build, Request, Response, Rocket};
 
+use crate::api;
 use crate::auth::guard::{self, Authenticator};
 use crate::auth::lookup::SessionLookup;
 use crate::auth::AuthError;
@@ -18,7 +19,26 @@ use crate::config::{self, ConfigError, Settings};
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::signin::SignIn;
-use crate::{api, BootError};
+
+/// Why the fairing refused to launch.
+#[derive(Debug, Clone)]
+pub enum BootError {
+    /// A configuration key has a value latchkey cannot use.
+    Config(ConfigError),
+    /// The database cannot be reached or migrated.
+    Database(String),
+}
+
+impl std::fmt::Display for BootError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BootError::Config(e) => e.fmt(f),
+            BootError::Database(e) => write!(f, "database (`database_url`): {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BootError {}
 
 /// Where latchkey mounts its JSON API and registers its catchers.
 pub const API_BASE: &str = "/api";
@@ -148,10 +168,16 @@ impl Fairing for Latchkey {
             }
         };
         let metrics = Metrics::new();
-        let mailer = crate::mail::Mailer::start(&settings, metrics.mail.clone());
+        let mailer =
+            crate::mail::Mailer::start(&settings, crate::web::mail_link, metrics.mail.clone());
         let lookup = SessionLookup::new(db.clone(), metrics.lookup_batch.clone());
         let authenticator = Authenticator::new(lookup, db.clone(), &settings);
         let sign_in = SignIn::new(db.clone(), &settings, &metrics);
+        // Providers send people back to the API's callback route, under this mount.
+        let public_url = settings.public_url.clone().unwrap_or_default();
+        let providers = crate::auth::oidc::OidcProviders::start(&settings, |id| {
+            format!("{public_url}{API_BASE}{}", api::oidc::callback_path(id))
+        });
         let rocket = rocket
             .manage(ApiHeaders {
                 hsts: settings.cookie_secure,
@@ -159,7 +185,7 @@ impl Fairing for Latchkey {
             .manage(authenticator)
             .manage(sign_in)
             .manage(mailer)
-            .manage(crate::auth::oidc::OidcProviders::start(&settings))
+            .manage(providers)
             .manage(db)
             .manage(metrics)
             .manage(settings);

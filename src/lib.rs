@@ -73,33 +73,11 @@ pub mod token;
 pub mod validation;
 pub mod web;
 
-use std::fmt;
-
 pub use auth::{AdminUser, AuthError, CurrentSession, SignedIn, Via};
 pub use db::models::{Session, User};
 pub use db::{Db, DbConnection, DbError};
 pub use domain::{Role, SessionId, UserId};
-pub use fairing::{BootWatch, Latchkey, API_BASE};
-
-/// Why the fairing refused to launch.
-#[derive(Debug, Clone)]
-pub enum BootError {
-    /// A configuration key has a value latchkey cannot use.
-    Config(config::ConfigError),
-    /// The database cannot be reached or migrated.
-    Database(String),
-}
-
-impl fmt::Display for BootError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BootError::Config(e) => e.fmt(f),
-            BootError::Database(e) => write!(f, "database (`database_url`): {e}"),
-        }
-    }
-}
-
-impl std::error::Error for BootError {}
+pub use fairing::{BootError, BootWatch, Latchkey, API_BASE};
 
 /// The log stream of both binaries: stderr, one line per event, filtered by `RUST_LOG`
 /// (default `info`), coloured only when stderr is a terminal, as JSON objects with

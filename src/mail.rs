@@ -19,19 +19,24 @@ use diesel::QueryResult;
 use crate::config::MailSettings;
 use crate::db::models::{MailKind, MailToken, User};
 use crate::db::DbConnection;
-use crate::token::SessionToken;
+use crate::token::Token;
 
 /// One letter to send: to whom, which kind, and the token its link carries.
 pub struct Letter {
     pub to: Mailbox,
     pub name: String,
     pub kind: MailKind,
-    pub token: SessionToken,
+    pub token: Token,
 }
 
 /// The counters the outbox keeps (registered in `/metrics`).
 #[derive(Clone)]
 pub struct MailCounters {
+    /// Letters handed to the outbox, by kind.
+    pub queued: IntCounterVec,
+    /// Password reset requests handled after their answer, whether or not the address has
+    /// an account (so that a test, or an operator, can tell one has been dealt with).
+    pub resets_handled: prometheus::IntCounter,
     /// Letters sent, by kind.
     pub sent: IntCounterVec,
     /// Letters given up after every attempt failed (or dropped with the outbox full), by kind.
@@ -57,7 +62,7 @@ pub struct Outbox {
 
 impl Outbox {
     /// Starts the outbox's task on the current Tokio runtime.
-    pub fn start(settings: MailSettings, counters: MailCounters) -> Outbox {
+    pub fn start(settings: MailSettings, link: MailLink, counters: MailCounters) -> Outbox {
         let (queue, mut letters) = mpsc::channel::<Letter>(OUTBOX_SIZE);
         let outbox = Outbox {
             queue,
@@ -83,7 +88,7 @@ impl Outbox {
                     (transport.clone(), settings.clone(), counters.clone());
                 rocket::tokio::spawn(async move {
                     let _permit = permit;
-                    deliver(&transport, &settings, &counters, letter).await;
+                    deliver(&transport, (&settings, link), &counters, letter).await;
                 });
             }
         });
@@ -93,7 +98,12 @@ impl Outbox {
     /// Hands a letter over; returns at once.
     pub fn send(&self, letter: Letter) {
         let kind = letter.kind;
-        if self.queue.try_send(letter).is_err() {
+        if self.queue.try_send(letter).is_ok() {
+            self.counters
+                .queued
+                .with_label_values(&[kind.as_str()])
+                .inc();
+        } else {
             tracing::warn!(
                 kind = kind.as_str(),
                 "mail: the outbox is full; letter dropped"
@@ -108,12 +118,12 @@ impl Outbox {
 
 async fn deliver(
     transport: &AsyncSmtpTransport<Tokio1Executor>,
-    settings: &MailSettings,
+    (settings, link): (&MailSettings, MailLink),
     counters: &MailCounters,
     letter: Letter,
 ) {
     let kind = letter.kind.as_str();
-    let message = match compose(settings, &letter) {
+    let message = match compose(settings, link, &letter) {
         Ok(message) => message,
         Err(e) => {
             tracing::error!(kind, error = %e, "mail: the letter could not be built");
@@ -143,15 +153,9 @@ async fn deliver(
     }
 }
 
-/// The link a letter carries. The token is in the fragment: browsers send fragments neither to
-/// servers nor in `Referer`, so it never reaches a log or another site.
-pub fn link(settings: &MailSettings, kind: MailKind, token: &SessionToken) -> String {
-    let action = match kind {
-        MailKind::VerifyEmail => "verify",
-        MailKind::PasswordReset => "reset",
-    };
-    format!("{}/#{action}={}", settings.public_url, token.expose())
-}
+/// How a letter's link is written from `public_url`, the kind and the token: the page's
+/// business (`web::mail_link`), handed to the mail service by whoever starts it.
+pub type MailLink = fn(public_url: &str, kind: MailKind, token: &str) -> String;
 
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -160,8 +164,12 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn compose(settings: &MailSettings, letter: &Letter) -> Result<Message, lettre::error::Error> {
-    let url = link(settings, letter.kind, &letter.token);
+fn compose(
+    settings: &MailSettings,
+    link: MailLink,
+    letter: &Letter,
+) -> Result<Message, lettre::error::Error> {
+    let url = link(&settings.public_url, letter.kind, &letter.token.expose());
     let (subject, lead, button, after) = match letter.kind {
         MailKind::VerifyEmail => (
             "Confirm your email address",
@@ -211,21 +219,32 @@ fn part(content_type: ContentType, body: String) -> SinglePart {
 #[derive(Clone)]
 pub struct Mailer {
     outbox: Option<Outbox>,
+    counters: MailCounters,
     reset_ttl: chrono::Duration,
     verify_ttl: chrono::Duration,
 }
 
 impl Mailer {
     /// Starts the outbox when `settings` configure mail (on the current Tokio runtime).
-    pub fn start(settings: &crate::config::Settings, counters: MailCounters) -> Mailer {
+    pub fn start(
+        settings: &crate::config::Settings,
+        link: MailLink,
+        counters: MailCounters,
+    ) -> Mailer {
         Mailer {
             outbox: settings
                 .mail
                 .clone()
-                .map(|mail| Outbox::start(mail, counters)),
+                .map(|mail| Outbox::start(mail, link, counters.clone())),
+            counters,
             reset_ttl: settings.password_reset_ttl,
             verify_ttl: settings.email_verification_ttl,
         }
+    }
+
+    /// Counts a password reset request handled (see [`MailCounters::resets_handled`]).
+    pub fn reset_handled(&self) {
+        self.counters.resets_handled.inc();
     }
 
     /// Whether mail is configured.
@@ -254,7 +273,7 @@ impl Mailer {
             MailKind::VerifyEmail => self.verify_ttl,
             MailKind::PasswordReset => self.reset_ttl,
         };
-        let token = SessionToken::generate();
+        let token = Token::generate();
         MailToken::replace(conn, &user.id, kind, &token.hash(), now, lifetime)?;
         Ok(Some(Letter {
             to,

@@ -111,6 +111,20 @@ impl Metrics {
         )
         .expect("valid metric");
         let mail = crate::mail::MailCounters {
+            queued: IntCounterVec::new(
+                Opts::new(
+                    "latchkey_mail_queued_total",
+                    "Mails handed to the outbox, by kind",
+                ),
+                &["kind"],
+            )
+            .expect("valid metric"),
+            resets_handled: IntCounter::new(
+                "latchkey_password_reset_requests_handled_total",
+                "Password reset requests handled after their answer, whether or not the \
+                 address has an account",
+            )
+            .expect("valid metric"),
             sent: IntCounterVec::new(
                 Opts::new("latchkey_mail_sent_total", "Mails sent, by kind"),
                 &["kind"],
@@ -127,6 +141,8 @@ impl Metrics {
         };
         for collector in [
             Box::new(mail.sent.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(mail.queued.clone()),
+            Box::new(mail.resets_handled.clone()),
             Box::new(mail.failed.clone()),
             Box::new(requests.clone()),
             Box::new(latency.clone()),

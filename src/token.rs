@@ -1,5 +1,7 @@
-//! Session tokens: 32 random bytes from the OS, base64url without padding on the wire (43
-//! characters), and only their SHA-256 in the database. `Debug` never shows a secret.
+//! Tokens: a secret handed to one client (a session token, a provider sign-in's state, a
+//! mailed link), 32 random bytes from the OS, base64url without padding on the wire (43
+//! characters), and only their SHA-256 in the database. `Debug` never shows a secret, and the
+//! bytes are wiped when a token is dropped.
 
 use std::fmt;
 
@@ -14,29 +16,35 @@ pub const TOKEN_LEN: usize = 43;
 
 /// The secret a client holds. Only ever sent to that client; never stored or logged.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SessionToken {
+pub struct Token {
     raw: [u8; TOKEN_BYTES],
 }
 
-impl SessionToken {
+impl Drop for Token {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.raw);
+    }
+}
+
+impl Token {
     /// A fresh token from the operating system's CSPRNG.
-    pub fn generate() -> SessionToken {
+    pub fn generate() -> Token {
         let mut raw = [0u8; TOKEN_BYTES];
         rand::rngs::OsRng
             .try_fill_bytes(&mut raw)
             .expect("the operating system's random source failed");
-        SessionToken { raw }
+        Token { raw }
     }
 
     /// Accepts exactly the shape we hand out (43 base64url characters that decode to 32
     /// bytes); anything else is refused here, before any database work.
-    pub fn parse(text: &str) -> Option<SessionToken> {
+    pub fn parse(text: &str) -> Option<Token> {
         if text.len() != TOKEN_LEN {
             return None;
         }
         let mut raw = [0u8; TOKEN_BYTES];
         match URL_SAFE_NO_PAD.decode_slice(text.as_bytes(), &mut raw) {
-            Ok(TOKEN_BYTES) => Some(SessionToken { raw }),
+            Ok(TOKEN_BYTES) => Some(Token { raw }),
             _ => None,
         }
     }
@@ -51,9 +59,9 @@ impl SessionToken {
     }
 }
 
-impl fmt::Debug for SessionToken {
+impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SessionToken(<redacted>)")
+        f.write_str("Token(<redacted>)")
     }
 }
 
@@ -79,18 +87,18 @@ mod tests {
 
     #[test]
     fn round_trip_and_shape() {
-        let token = SessionToken::generate();
+        let token = Token::generate();
         let text = token.expose();
         assert_eq!(text.len(), TOKEN_LEN);
-        assert_eq!(SessionToken::parse(&text), Some(token.clone()));
-        assert_ne!(SessionToken::generate(), token);
+        assert_eq!(Token::parse(&text), Some(token.clone()));
+        assert_ne!(Token::generate(), token);
         assert_eq!(token.hash().as_bytes().len(), 32);
         assert!(!format!("{token:?}").contains(&text));
     }
 
     #[test]
     fn rejects_everything_else() {
-        let good = SessionToken::generate().expose();
+        let good = Token::generate().expose();
         let padded = format!("{good}=");
         let short = &good[..42];
         let with_plus = format!("+{}", &good[1..]);
@@ -106,7 +114,7 @@ mod tests {
             &"A".repeat(44),
             &format!("{}é", "A".repeat(41)),
         ] {
-            assert!(SessionToken::parse(bad).is_none(), "{bad:?} was accepted");
+            assert!(Token::parse(bad).is_none(), "{bad:?} was accepted");
         }
     }
 }

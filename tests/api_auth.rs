@@ -103,7 +103,10 @@ fn register_validation_and_taken_email(backend: Backend) {
         json!({ "email": "a@example.com", "name": long_name, "password": "p".repeat(1025) }),
         &Auth::None,
     );
-    assert_eq!(reply.status, Status::UnprocessableEntity);
+    assert_eq!(
+        (reply.status, reply.code()),
+        (Status::UnprocessableEntity, "validation_failed")
+    );
     assert!(reply.body["error"]["fields"]["name"].is_string());
     assert!(reply.body["error"]["fields"]["password"].is_string());
 
@@ -218,9 +221,10 @@ fn login_revokes_presented_session(backend: Backend) {
     assert_eq!(reply.status, Status::Ok);
     let second = reply.session_cookie("session").unwrap();
     assert_ne!(first, second, "always a new token");
+    let ended = h.get("/api/auth/me", &Auth::Cookie(first));
     assert_eq!(
-        h.get("/api/auth/me", &Auth::Cookie(first)).status,
-        Status::Unauthorized
+        (ended.status, ended.code()),
+        (Status::Unauthorized, "unauthenticated")
     );
     assert_eq!(
         h.get("/api/auth/me", &Auth::Cookie(second.clone())).status,
@@ -233,9 +237,10 @@ fn login_revokes_presented_session(backend: Backend) {
         &Auth::Cookie(second.clone()),
     );
     assert_eq!(reply.status, Status::Created);
+    let ended = h.get("/api/auth/me", &Auth::Cookie(second));
     assert_eq!(
-        h.get("/api/auth/me", &Auth::Cookie(second)).status,
-        Status::Unauthorized
+        (ended.status, ended.code()),
+        (Status::Unauthorized, "unauthenticated")
     );
 }
 
@@ -261,9 +266,10 @@ fn bearer_token_flow(backend: Backend) {
     assert_eq!(refreshed.status, Status::Ok);
     let new_token = refreshed.body["token"].as_str().unwrap().to_string();
     assert_ne!(new_token, token);
+    let ended = h.get("/api/auth/me", &Auth::Bearer(token));
     assert_eq!(
-        h.get("/api/auth/me", &Auth::Bearer(token)).status,
-        Status::Unauthorized
+        (ended.status, ended.code()),
+        (Status::Unauthorized, "unauthenticated")
     );
     assert_eq!(
         h.get("/api/auth/me", &Auth::Bearer(new_token.clone()))
@@ -287,9 +293,10 @@ fn bearer_token_flow(backend: Backend) {
     );
     let logout = h.post_empty("/api/auth/logout", &Auth::Bearer(new_token.clone()));
     assert_eq!(logout.status, Status::NoContent);
+    let ended = h.get("/api/auth/me", &Auth::Bearer(new_token));
     assert_eq!(
-        h.get("/api/auth/me", &Auth::Bearer(new_token)).status,
-        Status::Unauthorized
+        (ended.status, ended.code()),
+        (Status::Unauthorized, "unauthenticated")
     );
 }
 
@@ -303,9 +310,10 @@ fn logout_is_idempotent_and_clears(backend: Backend) {
     assert_eq!(reply.header("Clear-Site-Data"), Some("\"cookies\""));
     let cleared = reply.set_cookie_header("session").expect("cookie cleared");
     assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    let ended = h.get("/api/auth/me", &Auth::Cookie(cookie.clone()));
     assert_eq!(
-        h.get("/api/auth/me", &Auth::Cookie(cookie.clone())).status,
-        Status::Unauthorized
+        (ended.status, ended.code()),
+        (Status::Unauthorized, "unauthenticated")
     );
     assert_eq!(
         h.post_empty("/api/auth/logout", &Auth::Cookie(cookie))
@@ -362,7 +370,7 @@ fn activity_extends_the_session(backend: Backend) {
     assert_eq!(early.status, Status::Ok);
     assert!(early.session_cookie("session").is_none(), "not due yet");
 
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    h.advance(chrono::Duration::milliseconds(1001));
     let later = h.get("/api/auth/me", &Auth::Cookie(cookie.clone()));
     assert_eq!(later.status, Status::Ok);
     let seen = later.body["session"]["last_seen_at"].as_str().unwrap();
@@ -408,9 +416,10 @@ fn refresh_rotates_cookie(backend: Backend) {
     assert!(reply.body.get("token").is_none());
     let new = reply.session_cookie("session").expect("new cookie");
     assert_ne!(new, old);
+    let ended = h.get("/api/auth/me", &Auth::Cookie(old));
     assert_eq!(
-        h.get("/api/auth/me", &Auth::Cookie(old)).status,
-        Status::Unauthorized
+        (ended.status, ended.code()),
+        (Status::Unauthorized, "unauthenticated")
     );
     assert_eq!(h.get("/api/auth/me", &Auth::Cookie(new)).status, Status::Ok);
 }
@@ -446,13 +455,15 @@ fn password_change_revokes_others(backend: Backend) {
     );
     assert_eq!(reply.status, Status::NoContent);
     let renewed = reply.session_cookie("session").expect("new cookie");
+    let ended = h.get("/api/auth/me", &Auth::Cookie(current));
     assert_eq!(
-        h.get("/api/auth/me", &Auth::Cookie(current)).status,
-        Status::Unauthorized
+        (ended.status, ended.code()),
+        (Status::Unauthorized, "unauthenticated")
     );
+    let ended = h.get("/api/auth/me", &Auth::Bearer(other));
     assert_eq!(
-        h.get("/api/auth/me", &Auth::Bearer(other)).status,
-        Status::Unauthorized
+        (ended.status, ended.code()),
+        (Status::Unauthorized, "unauthenticated")
     );
     assert_eq!(
         h.get("/api/auth/me", &Auth::Cookie(renewed)).status,
@@ -463,7 +474,10 @@ fn password_change_revokes_others(backend: Backend) {
         json!({ "email": "a@example.com", "password": PASSWORD }),
         &Auth::None,
     );
-    assert_eq!(old_login.status, Status::Unauthorized);
+    assert_eq!(
+        (old_login.status, old_login.code()),
+        (Status::Unauthorized, "invalid_credentials")
+    );
     let token = h.token("a@example.com", "new password 1");
     // Bearer clients get their new token in a 200 body.
     let reply = h.post(
@@ -473,9 +487,10 @@ fn password_change_revokes_others(backend: Backend) {
     );
     assert_eq!(reply.status, Status::Ok);
     let next = reply.body["token"].as_str().unwrap().to_string();
+    let ended = h.get("/api/auth/me", &Auth::Bearer(token));
     assert_eq!(
-        h.get("/api/auth/me", &Auth::Bearer(token)).status,
-        Status::Unauthorized
+        (ended.status, ended.code()),
+        (Status::Unauthorized, "unauthenticated")
     );
     assert_eq!(
         h.get("/api/auth/me", &Auth::Bearer(next)).status,
@@ -502,20 +517,25 @@ fn account_deletion_cascades(backend: Backend) {
         &Auth::Cookie(cookie.clone()),
     );
     assert_eq!(reply.status, Status::NoContent);
+    let ended = h.get("/api/auth/me", &Auth::Cookie(cookie));
     assert_eq!(
-        h.get("/api/auth/me", &Auth::Cookie(cookie)).status,
-        Status::Unauthorized
+        (ended.status, ended.code()),
+        (Status::Unauthorized, "unauthenticated")
     );
+    let ended = h.get("/api/auth/me", &Auth::Bearer(other));
     assert_eq!(
-        h.get("/api/auth/me", &Auth::Bearer(other)).status,
-        Status::Unauthorized
+        (ended.status, ended.code()),
+        (Status::Unauthorized, "unauthenticated")
     );
     let login = h.post(
         "/api/auth/login",
         json!({ "email": "a@example.com", "password": PASSWORD }),
         &Auth::None,
     );
-    assert_eq!(login.status, Status::Unauthorized);
+    assert_eq!(
+        (login.status, login.code()),
+        (Status::Unauthorized, "invalid_credentials")
+    );
     // The email is free again.
     h.register("a@example.com", PASSWORD);
 }
@@ -553,9 +573,10 @@ fn csrf_rules(backend: Backend) {
             (Status::Forbidden, "csrf_rejected")
         );
     }
+    let other_port = with(Some("http://localhost:8001"), None);
     assert_eq!(
-        with(Some("http://localhost:8001"), None).status,
-        Status::Forbidden
+        (other_port.status, other_port.code()),
+        (Status::Forbidden, "csrf_rejected")
     );
     // Unauthenticated endpoints are covered too (login CSRF).
     let login = h.send(
@@ -613,9 +634,10 @@ fn login_throttled_per_email(backend: Backend) {
     };
     for email in ["a@example.com", "ghost@example.com"] {
         for _ in 0..3 {
+            let wrong = attempt(email, "wrong password");
             assert_eq!(
-                attempt(email, "wrong password").status,
-                Status::Unauthorized
+                (wrong.status, wrong.code()),
+                (Status::Unauthorized, "invalid_credentials")
             );
         }
         // Locked: even the right password is refused, with Retry-After.
@@ -627,13 +649,14 @@ fn login_throttled_per_email(backend: Backend) {
     }
     // A refused attempt is neither checked nor counted: after the back-off, the right
     // password works at once (a counted failure would have doubled the lock).
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    h.advance(chrono::Duration::seconds(2));
     assert_eq!(attempt("a@example.com", PASSWORD).status, Status::Ok);
     // Success reset the streak: three more failures are needed to lock again.
     for _ in 0..2 {
+        let wrong = attempt("a@example.com", "wrong password");
         assert_eq!(
-            attempt("a@example.com", "wrong password").status,
-            Status::Unauthorized
+            (wrong.status, wrong.code()),
+            (Status::Unauthorized, "invalid_credentials")
         );
     }
     assert_eq!(attempt("a@example.com", PASSWORD).status, Status::Ok);
@@ -650,7 +673,10 @@ fn login_throttled_per_ip(backend: Backend) {
             json!({ "email": format!("u{i}@example.com"), "password": "x" }),
             &Auth::None,
         );
-        assert_eq!(reply.status, Status::Unauthorized);
+        assert_eq!(
+            (reply.status, reply.code()),
+            (Status::Unauthorized, "invalid_credentials")
+        );
     }
     let reply = h.post(
         "/api/auth/login",
@@ -914,7 +940,119 @@ fn hostile_inputs_answer_by_contract(backend: Backend) {
     );
 }
 
+/// A session ends exactly when its timeouts say: the idle timeout counts from the last use
+/// (a use extends it), the absolute timeout from the sign-in (nothing extends it). Tested on
+/// the server's clock, moved forward to a microsecond either side of each end.
+fn sessions_end_exactly_on_time(backend: Backend) {
+    let Some(h) = Harness::start_with(backend, |s| {
+        s.session_idle_timeout = chrono::Duration::seconds(100);
+        s.session_absolute_timeout = chrono::Duration::seconds(150);
+        s.session_touch_interval = chrono::Duration::seconds(1);
+        s.clock = latchkey::clock::Clock::stopped();
+    }) else {
+        return;
+    };
+    let (cookie, _) = h.register("a@example.com", PASSWORD);
+    let me = || h.get("/api/auth/me", &Auth::Cookie(cookie.clone()));
+    let tick = chrono::Duration::microseconds(1);
+    // Idle: one microsecond before the end it answers (and the use moves the end on).
+    h.advance(chrono::Duration::seconds(100) - tick);
+    assert_eq!(me().status, Status::Ok);
+    // Absolute: 150 s after the sign-in, however recent the last use.
+    h.advance(chrono::Duration::seconds(50));
+    assert_eq!(
+        me().status,
+        Status::Ok,
+        "a microsecond before the absolute end"
+    );
+    h.advance(tick);
+    let ended = me();
+    assert_eq!(ended.status, Status::Unauthorized);
+    assert_eq!(ended.code(), "unauthenticated");
+    let Some(h) = Harness::start_with(backend, |s| {
+        s.session_idle_timeout = chrono::Duration::seconds(100);
+        s.clock = latchkey::clock::Clock::stopped();
+    }) else {
+        return;
+    };
+    let (cookie, _) = h.register("b@example.com", PASSWORD);
+    h.advance(chrono::Duration::seconds(100));
+    let idle = h.get("/api/auth/me", &Auth::Cookie(cookie));
+    assert_eq!(
+        idle.status,
+        Status::Unauthorized,
+        "idle for exactly the timeout"
+    );
+    assert_eq!(idle.code(), "unauthenticated");
+}
+
+#[rocket::get("/")]
+fn application_home() -> &'static str {
+    "the application's own page"
+}
+
+/// latchkey attached to an application built on Rocket's own default configuration, which
+/// trusts `X-Real-IP`: the fairing takes the client's address from the socket unless the
+/// application set `ip_header` itself. And with secure cookies, latchkey's answers carry HSTS
+/// while the application's own routes are left alone.
+fn embedded_in_rocket_defaults(backend: Backend) {
+    let defaults = || rocket::figment::Figment::from(rocket::Config::debug_default());
+    for (figment, expected_ip, why) in [
+        (
+            defaults(),
+            "127.0.0.1",
+            "Rocket's default ip_header is not trusted",
+        ),
+        (
+            defaults().merge(("ip_header", "X-Real-IP")),
+            "203.0.113.9",
+            "the application's own ip_header is",
+        ),
+    ] {
+        let Some(test_db) = common::TestDb::new(backend) else {
+            return;
+        };
+        let mut settings = test_db.settings();
+        settings.cookie_secure = true;
+        settings.cookie_name = "__Host-session".into();
+        let rocket = rocket::custom(figment.merge(("log_level", "off")))
+            .attach(latchkey::Latchkey::with_settings(settings))
+            .mount("/", rocket::routes![application_home]);
+        let client = rocket::local::blocking::Client::untracked(rocket).expect("valid rocket");
+        let reply = client
+            .post("/api/auth/register")
+            .remote("127.0.0.1:40000".parse().unwrap())
+            .header(ContentType::JSON)
+            .header(Header::new("X-Real-IP", "203.0.113.9"))
+            .body(
+                json!({ "email": "a@example.com", "name": "A", "password": PASSWORD }).to_string(),
+            )
+            .dispatch();
+        assert_eq!(reply.status(), Status::Created, "{why}");
+        let hsts = reply
+            .headers()
+            .get_one("Strict-Transport-Security")
+            .map(str::to_owned);
+        let body: Value = serde_json::from_str(&reply.into_string().unwrap()).unwrap();
+        assert_eq!(body["session"]["ip"], expected_ip, "{why}");
+        assert_eq!(
+            hsts.as_deref(),
+            Some("max-age=31536000"),
+            "latchkey's answer"
+        );
+        let home = client.get("/").dispatch();
+        assert_eq!(home.status(), Status::Ok);
+        assert_eq!(
+            home.headers().get_one("Strict-Transport-Security"),
+            None,
+            "the application's own route"
+        );
+    }
+}
+
 on_both_backends!(
+    sessions_end_exactly_on_time,
+    embedded_in_rocket_defaults,
     register_sets_cookie_and_returns_user,
     secure_cookie_and_hsts_when_configured,
     register_validation_and_taken_email,

@@ -76,18 +76,20 @@ fn list_and_revoke_own_sessions(backend: Backend) {
         &Auth::Bearer(laptop.clone()),
     );
     assert_eq!(revoked.status, Status::NoContent);
+    let ended = h.get("/api/auth/me", &Auth::Cookie(phone));
     assert_eq!(
-        h.get("/api/auth/me", &Auth::Cookie(phone)).status,
-        Status::Unauthorized
+        (ended.status, ended.code()),
+        (Status::Unauthorized, "unauthenticated")
     );
 
     // Sign out all other devices: the tablet goes, the laptop stays.
     let others = h.delete("/api/auth/sessions", &Auth::Bearer(laptop.clone()));
     assert_eq!(others.status, Status::Ok);
     assert_eq!(others.body["revoked"], 1);
+    let ended = h.get("/api/auth/me", &Auth::Bearer(tablet));
     assert_eq!(
-        h.get("/api/auth/me", &Auth::Bearer(tablet)).status,
-        Status::Unauthorized
+        (ended.status, ended.code()),
+        (Status::Unauthorized, "unauthenticated")
     );
     assert_eq!(
         h.get("/api/auth/me", &Auth::Bearer(laptop.clone())).status,
@@ -116,17 +118,20 @@ fn logout_all_signs_out_everywhere(backend: Backend) {
         .set_cookie_header("session")
         .unwrap()
         .contains("Max-Age=0"));
+    let ended = h.get("/api/auth/me", &Auth::Cookie(cookie));
     assert_eq!(
-        h.get("/api/auth/me", &Auth::Cookie(cookie)).status,
-        Status::Unauthorized
+        (ended.status, ended.code()),
+        (Status::Unauthorized, "unauthenticated")
     );
+    let ended = h.get("/api/auth/me", &Auth::Bearer(other));
     assert_eq!(
-        h.get("/api/auth/me", &Auth::Bearer(other)).status,
-        Status::Unauthorized
+        (ended.status, ended.code()),
+        (Status::Unauthorized, "unauthenticated")
     );
+    let anonymous = h.post_empty("/api/auth/logout-all", &Auth::None);
     assert_eq!(
-        h.post_empty("/api/auth/logout-all", &Auth::None).status,
-        Status::Unauthorized
+        (anonymous.status, anonymous.code()),
+        (Status::Unauthorized, "unauthenticated")
     );
 }
 
@@ -140,7 +145,10 @@ fn security_events_are_private_and_ordered(backend: Backend) {
         json!({ "email": "a@example.com", "password": "wrong one" }),
         &Auth::None,
     );
-    assert_eq!(failed.status, Status::Unauthorized);
+    assert_eq!(
+        (failed.status, failed.code()),
+        (Status::Unauthorized, "invalid_credentials")
+    );
     let token = h.token("a@example.com", PASSWORD);
     assert_eq!(
         h.post_empty("/api/auth/logout", &Auth::Bearer(token))
@@ -175,9 +183,10 @@ fn security_events_are_private_and_ordered(backend: Backend) {
         1,
         "only Bob's own events"
     );
+    let anonymous = h.get("/api/events", &Auth::None);
     assert_eq!(
-        h.get("/api/events", &Auth::None).status,
-        Status::Unauthorized
+        (anonymous.status, anonymous.code()),
+        (Status::Unauthorized, "unauthenticated")
     );
     // Password change and revocation are recorded too.
     let changed = h.post(
@@ -263,9 +272,10 @@ fn admin_access_matrix(backend: Backend) {
         &Auth::Cookie(admin.clone()),
     );
     assert_eq!(revoked.body["revoked"], 1);
+    let ended = h.get("/api/auth/me", &Auth::Cookie(user));
     assert_eq!(
-        h.get("/api/auth/me", &Auth::Cookie(user)).status,
-        Status::Unauthorized
+        (ended.status, ended.code()),
+        (Status::Unauthorized, "unauthenticated")
     );
 
     let cleanup = h.post_empty("/api/admin/cleanup-sessions", &Auth::Cookie(admin.clone()));
@@ -304,10 +314,10 @@ fn cron_secret_cleanup(backend: Backend) {
         (Status::Unauthorized, "unauthenticated")
     );
     // The secret grants nothing else.
+    let stats = h.get("/api/admin/session-stats", &Auth::Bearer(SECRET.into()));
     assert_eq!(
-        h.get("/api/admin/session-stats", &Auth::Bearer(SECRET.into()))
-            .status,
-        Status::Unauthorized
+        (stats.status, stats.code()),
+        (Status::Unauthorized, "unauthenticated")
     );
     // Cross-site headers do not matter with an Authorization header.
     let cross = h.send(

@@ -525,7 +525,10 @@ fn configuration_errors_name_the_key_and_what_it_should_be() {
                 ("ROCKET_COOKIE_SECURE", "maybe"),
                 "`cookie_secure` (from ROCKET_COOKIE_SECURE) must be true or false",
             ),
-            (("ROCKET_LOG_FORMAT", "xml"), "`log_format` must be `text` or `json`"),
+            (
+                ("ROCKET_LOG_FORMAT", "xml"),
+                "`log_format` (from ROCKET_LOG_FORMAT) must be `text` or `json` (got `xml`)",
+            ),
         ] {
             let scratch = Scratch::new();
             let (status, text) = run_in(&scratch.0, binary, &[env], args);
@@ -649,7 +652,10 @@ fn no_log_level_prints_a_secret() {
                 .set("Cookie", "session=CookieSecretValue789"),
             None,
         );
-        assert_eq!(answer.status, 401);
+        assert_eq!(
+            (answer.status, answer.code().as_str()),
+            (401, "unauthenticated")
+        );
         let deadline = Instant::now() + Duration::from_secs(5);
         let (stdout, stderr) = loop {
             let (stdout, stderr) = server.output();
@@ -683,7 +689,10 @@ fn one_log_stream_with_access_lines() {
             ureq::get(&format!("{}/api/auth/me?token={secret}", server.base)),
             None,
         );
-        assert_eq!(answer.status, 401);
+        assert_eq!(
+            (answer.status, answer.code().as_str()),
+            (401, "unauthenticated")
+        );
         assert_eq!(
             fetch(ureq::get(&format!("{}/", server.base)), None).status,
             200
@@ -692,7 +701,10 @@ fn one_log_stream_with_access_lines() {
             ureq::post(&format!("{}/api/auth/login", server.base)),
             Some(serde_json::json!({ "email": "a@example.com", "password": secret })),
         );
-        assert_eq!(answer.status, 401);
+        assert_eq!(
+            (answer.status, answer.code().as_str()),
+            (401, "invalid_credentials")
+        );
         // The writer is a background thread: give it a moment.
         let deadline = Instant::now() + Duration::from_secs(5);
         let (stdout, stderr) = loop {

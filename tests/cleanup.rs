@@ -33,7 +33,7 @@ fn seed(db: &Db, settings: &Settings, expired: usize, active: usize) {
                 conn,
                 &format!("{}@example.com", uuid::Uuid::new_v4().simple()),
             );
-            let long_ago = clock::now() - Duration::days(60);
+            let long_ago = clock::system_now() - Duration::days(60);
             for _ in 0..expired {
                 Session::create(conn, &policy, &owner.id, &ClientInfo::default(), long_ago)?;
             }
@@ -43,7 +43,7 @@ fn seed(db: &Db, settings: &Settings, expired: usize, active: usize) {
                     &policy,
                     &owner.id,
                     &ClientInfo::default(),
-                    clock::now(),
+                    clock::system_now(),
                 )?;
             }
             Ok(())
@@ -109,7 +109,7 @@ fn prunes_old_events_and_stale_counters(backend: Backend) {
     let Some((db, settings, _t)) = setup(backend, |_| {}) else {
         return;
     };
-    let now = clock::now();
+    let now = clock::system_now();
     db.run_blocking(|conn| {
         let owner = insert_user(conn, "a@example.com");
         for (id, at) in [

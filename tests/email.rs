@@ -34,7 +34,31 @@ fn start(backend: Backend, smtp_url: Option<&str>, extra: &[(&str, &str)]) -> Op
     Some(Site { server, _db: db })
 }
 
+const RESETS_HANDLED: &str = "latchkey_password_reset_requests_handled_total";
+const RESETS_QUEUED: &str = "latchkey_mail_queued_total{kind=\"password_reset\"}";
+const VERIFY_QUEUED: &str = "latchkey_mail_queued_total{kind=\"verify_email\"}";
+
 impl Site {
+    /// A value of the server's /metrics (0 when the series has not appeared yet).
+    fn metric(&self, series: &str) -> f64 {
+        let text = fetch(ureq::get(&format!("{}/metrics", self.server.base)), None).body;
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0.0, |value| value.trim().parse().unwrap())
+    }
+
+    /// Waits (at most 10 s) until `series` reaches `value`.
+    fn wait_for_metric(&self, series: &str, value: f64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.metric(series) < value {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{series} never reached {value}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn post(&self, path: &str, body: Value, cookie: Option<&str>) -> Answer {
         let mut req = ureq::post(&format!("{}{path}", self.server.base));
         if let Some(cookie) = cookie {
@@ -162,9 +186,15 @@ fn reset_flow(backend: Backend) {
     );
     // Every session is gone; only the new password signs in.
     for session in [&first_session, &second_session] {
-        assert_eq!(site.get("/api/auth/me", session).status, 401);
+        assert_eq!(
+            code(&site.get("/api/auth/me", session)),
+            (401, "unauthenticated".into())
+        );
     }
-    assert_eq!(site.login("ann@example.com", PASSWORD).status, 401);
+    assert_eq!(
+        code(&site.login("ann@example.com", PASSWORD)),
+        (401, "invalid_credentials".into())
+    );
     let signed_in = site.login("ann@example.com", "a new long password");
     assert_eq!(signed_in.status, 200, "{}", signed_in.body);
     // The link reached the address: it counts as verified, and the verification link sent
@@ -187,14 +217,17 @@ fn reset_flow(backend: Backend) {
     );
     assert_eq!(code(&stale), (400, "invalid_token".into()));
 
-    // An unknown address gets the same answer and no mail.
+    // An unknown address gets the same answer and no mail: once the server says it has
+    // handled the request, no letter was queued for it.
+    let (handled, queued) = (site.metric(RESETS_HANDLED), site.metric(RESETS_QUEUED));
     let unknown = site.post(
         "/api/auth/password-reset",
         json!({ "email": "nobody@example.com" }),
         None,
     );
     assert_eq!((unknown.status, unknown.json()), (202, json!({})));
-    std::thread::sleep(Duration::from_millis(800));
+    site.wait_for_metric(RESETS_HANDLED, handled + 1.0);
+    assert_eq!(site.metric(RESETS_QUEUED), queued);
     assert_eq!(sink.received().len(), 3);
 
     // Throttled per address: five an hour.
@@ -250,7 +283,8 @@ fn verification_flow(backend: Backend) {
     // Resend needs a session.
     let anonymous = site.post("/api/auth/verify-email/resend", json!({}), None);
     assert_eq!(code(&anonymous), (401, "unauthenticated".into()));
-    std::thread::sleep(Duration::from_millis(500));
+    // A resend hands its letter over before it answers: none was.
+    assert_eq!(site.metric(VERIFY_QUEUED), 2.0);
     assert_eq!(sink.received().len(), 2);
 }
 

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Auth, Backend, Harness};
-use latchkey::token::{SessionToken, TOKEN_LEN};
+use latchkey::token::{Token, TOKEN_LEN};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rocket::http::ContentType;
@@ -41,7 +41,7 @@ fn token_parser_accepts_only_canonical_tokens() {
         } else {
             random_text(&mut rng, 64)
         };
-        if let Some(token) = SessionToken::parse(&text) {
+        if let Some(token) = Token::parse(&text) {
             assert_eq!(text.len(), TOKEN_LEN);
             assert_eq!(token.expose(), text, "accepted a non-canonical encoding");
             accepted += 1;

@@ -61,12 +61,13 @@ fn token(base: &str, email: &str, password: &str) -> Answer {
     )
 }
 
-fn me(base: &str, token: &str) -> u16 {
-    fetch(
+/// `/api/auth/me` with a bearer token: (status, error code; empty when it answered 200).
+fn me(base: &str, token: &str) -> (u16, String) {
+    let answer = fetch(
         bearer(agent().get(&format!("{base}/api/auth/me")), token),
         None,
-    )
-    .status
+    );
+    (answer.status, answer.code())
 }
 
 fn me_by_cookie(base: &str, path: &str, cookie: &str) -> Answer {
@@ -178,14 +179,20 @@ fn cross_site_check_whatever_the_spelling(backend: Backend) {
                 .set("Cookie", &cookie)
                 .set("Content-Type", "application/x-www-form-urlencoded");
             match req.send_string("_method=delete") {
-                Ok(r) | Err(ureq::Error::Status(_, r)) => r.status(),
+                Ok(r) | Err(ureq::Error::Status(_, r)) => {
+                    let status = r.status();
+                    let body: Value = serde_json::from_str(&r.into_string().unwrap_or_default())
+                        .unwrap_or(Value::Null);
+                    let code = body["error"]["code"].as_str().unwrap_or("").to_string();
+                    (status, code)
+                }
                 Err(e) => panic!("{e}"),
             }
         };
-        assert_eq!(answer, 405, "{path}");
+        assert_eq!(answer, (405, "method_not_allowed".into()), "{path}");
     }
     // The other device is still signed in, and so is this one.
-    assert_eq!(me(&base, &other), 200);
+    assert_eq!(me(&base, &other), (200, String::new()));
     assert_eq!(me_by_cookie(&base, "/api/auth/me", &cookie).status, 200);
 }
 
@@ -207,23 +214,36 @@ fn login_budget_holds_under_concurrency(backend: Backend) {
     let answers = {
         let bases = bases.clone();
         together(24, move |i| {
-            token(&bases[i % 2], "victim@example.com", "wrong password").status
+            let answer = token(&bases[i % 2], "victim@example.com", "wrong password");
+            (answer.status, answer.code())
         })
     };
-    let checked = answers.iter().filter(|&&s| s == 401).count();
-    let refused = answers.iter().filter(|&&s| s == 429).count();
-    assert_eq!((checked, refused), (5, 19), "{answers:?}");
+    assert_eq!(checked_and_refused(&answers), (5, 19), "{answers:?}");
 
     // The IP budget (12) is shared by every email from this address: 5 were spent above.
     let answers = {
         let bases = bases.clone();
         together(20, move |i| {
-            token(&bases[i % 2], &format!("nobody{i}@example.com"), "wrong").status
+            let answer = token(&bases[i % 2], &format!("nobody{i}@example.com"), "wrong");
+            (answer.status, answer.code())
         })
     };
-    let checked = answers.iter().filter(|&&s| s == 401).count();
-    let refused = answers.iter().filter(|&&s| s == 429).count();
-    assert_eq!((checked, refused), (7, 13), "{answers:?}");
+    assert_eq!(checked_and_refused(&answers), (7, 13), "{answers:?}");
+}
+
+/// Of sign-in answers, how many were checked (401 `invalid_credentials`) and how many refused
+/// by the throttle (429 `too_many_attempts`).
+fn checked_and_refused(answers: &[(u16, String)]) -> (usize, usize) {
+    let count = |status: u16, code: &str| {
+        answers
+            .iter()
+            .filter(|(s, c)| *s == status && c == code)
+            .count()
+    };
+    (
+        count(401, "invalid_credentials"),
+        count(429, "too_many_attempts"),
+    )
 }
 
 /// Defect 3: deleting an account while sign-ins to it run answers those sign-ins 200 or 401
@@ -253,7 +273,10 @@ fn account_deletion_racing_sign_ins(backend: Backend) {
         }
         assert_eq!(sessions_of(&db, &user_id), 0, "round {round}");
         for answer in sign_ins.iter().filter(|a| a.status == 200) {
-            assert_eq!(me(&base, answer.json()["token"].as_str().unwrap()), 401);
+            assert_eq!(
+                me(&base, answer.json()["token"].as_str().unwrap()),
+                (401, "unauthenticated".into())
+            );
         }
     }
 }
@@ -278,7 +301,8 @@ fn password_change_racing_sign_ins(backend: Backend) {
         let kept = changed.json()["token"].as_str().unwrap().to_string();
         for answer in &sign_ins {
             assert!(
-                answer.status == 200 || answer.status == 401,
+                answer.status == 200
+                    || (answer.status == 401 && answer.code() == "invalid_credentials"),
                 "sign-in: {} {}",
                 answer.status,
                 answer.body
@@ -292,12 +316,16 @@ fn password_change_racing_sign_ins(backend: Backend) {
         for t in &old_password_sessions {
             assert_eq!(
                 me(&base, t),
-                401,
+                (401, "unauthenticated".into()),
                 "round {round}: an old-password session survived"
             );
         }
-        assert_eq!(me(&base, &kept), 200);
-        assert_eq!(token(&base, &email, PASSWORD).status, 401);
+        assert_eq!(me(&base, &kept), (200, String::new()));
+        let old = token(&base, &email, PASSWORD);
+        assert_eq!(
+            (old.status, old.code()),
+            (401, "invalid_credentials".into())
+        );
     }
 }
 
@@ -325,15 +353,16 @@ fn logout_racing_refresh(backend: Backend) {
         };
         assert_eq!(answers[0].status, 204, "logout: {}", answers[0].body);
         assert!(
-            answers[1].status == 200 || answers[1].status == 401,
+            answers[1].status == 200
+                || (answers[1].status == 401 && answers[1].code() == "unauthenticated"),
             "refresh: {}",
             answers[1].body
         );
-        assert_eq!(me(&base, &original), 401);
+        assert_eq!(me(&base, &original), (401, "unauthenticated".into()));
         if let Some(fresh) = answers[1].json()["token"].as_str() {
             assert_eq!(
                 me(&base, fresh),
-                401,
+                (401, "unauthenticated".into()),
                 "round {round}: the refreshed token survived logout"
             );
         }
@@ -364,12 +393,12 @@ fn a_replaced_token_used_again_ends_the_session(backend: Backend) {
         .to_string();
     // Within the grace: the old token is refused, the session goes on.
     let second = refresh(&first);
-    assert_eq!(me(&base, &first), 401);
+    assert_eq!(me(&base, &first), (401, "unauthenticated".into()));
     thread::sleep(std::time::Duration::from_millis(500));
-    assert_eq!(me(&base, &second), 200);
+    assert_eq!(me(&base, &second), (200, String::new()));
     // Later (the session's last use a minute ago): the old token ends the session.
     let third = refresh(&second);
-    let earlier = latchkey::clock::now() - chrono::Duration::minutes(1);
+    let earlier = latchkey::clock::system_now() - chrono::Duration::minutes(1);
     Db::pool_only(&db.settings())
         .run_blocking(move |conn| {
             diesel::update(sessions::table)
@@ -377,9 +406,9 @@ fn a_replaced_token_used_again_ends_the_session(backend: Backend) {
                 .execute(conn)
         })
         .unwrap();
-    assert_eq!(me(&base, &second), 401);
+    assert_eq!(me(&base, &second), (401, "unauthenticated".into()));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while me(&base, &third) == 200 {
+    while me(&base, &third).0 == 200 {
         assert!(
             std::time::Instant::now() < deadline,
             "the session of a reused token is still alive"
@@ -478,7 +507,11 @@ fn registrations_have_a_budget_per_client(backend: Backend) {
     let retry: i64 = refused.header("retry-after").unwrap().parse().unwrap();
     assert!(retry > 0 && retry <= 600, "{retry}");
     // A taken address answers 429 too now: nothing tells whether it is taken.
-    assert_eq!(attempt("2001:db8:7:1::5", "r1@example.com").status, 429);
+    let taken = attempt("2001:db8:7:1::5", "r1@example.com");
+    assert_eq!(
+        (taken.status, taken.code()),
+        (429, "too_many_attempts".into())
+    );
     // Another /64, and an IPv4 client, have their own budgets.
     assert_eq!(attempt("2001:db8:7:2::1", "r3@example.com").status, 201);
     assert_eq!(attempt("192.0.2.1", "r4@example.com").status, 201);
@@ -513,7 +546,7 @@ fn writes_racing_a_deletion(backend: Backend) {
             .run_blocking(move |conn| {
                 use latchkey::db::schema::users;
                 diesel::update(users::table.filter(users::email.eq(verified)))
-                    .set(users::email_verified_at.eq(Some(latchkey::clock::now())))
+                    .set(users::email_verified_at.eq(Some(latchkey::clock::system_now())))
                     .execute(conn)
             })
             .unwrap();
@@ -606,7 +639,11 @@ fn writes_racing_a_deletion(backend: Backend) {
         assert!(deleted <= 1, "round {round}: both deletions succeeded");
         if deleted == 1 {
             for password in [PASSWORD, "another secret", "a reset secret"] {
-                assert_eq!(token(&server.base, &email, password).status, 401);
+                let gone = token(&server.base, &email, password);
+                assert_eq!(
+                    (gone.status, gone.code()),
+                    (401, "invalid_credentials".into())
+                );
             }
         }
         deletions += deleted;

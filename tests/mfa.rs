@@ -246,7 +246,11 @@ fn enrollment_is_active_only_once_confirmed(backend: Backend) {
     assert_eq!(codes.len(), 10);
 
     // On: the user's other sessions are gone, this one goes on.
-    assert_eq!(site.me(As::Bearer(&other)).status, 401);
+    let other_session = site.me(As::Bearer(&other));
+    assert_eq!(
+        (other_session.status, other_session.code().as_str()),
+        (401, "unauthenticated")
+    );
     let me = site.me(As::Cookie(&cookie));
     assert_eq!(me.status, 200);
     assert_eq!(me.json()["user"]["mfa_enabled"], true);
@@ -269,7 +273,10 @@ fn enrollment_is_active_only_once_confirmed(backend: Backend) {
         json!({ "code": code_at(&secret, 0) }),
         As::Cookie(&cookie),
     );
-    assert_eq!(again.status, 409);
+    assert_eq!(
+        (again.status, again.code().as_str()),
+        (409, "mfa_already_enabled")
+    );
 
     // Confirming with no enrollment started.
     let fresh = site.register("bob@example.com");
@@ -343,10 +350,21 @@ fn sign_in_asks_for_a_code_and_takes_each_once(backend: Backend) {
     );
     // Two steps ahead is outside the window.
     let far = site.token(email, Some(&code_at(&secret, 2)));
-    assert_eq!(far.status, 401);
+    assert_eq!(
+        (far.status, far.code().as_str()),
+        (401, "invalid_credentials")
+    );
     // Not a code at all, and a long one.
-    assert_eq!(site.token(email, Some("12345")).status, 401);
-    assert_eq!(site.token(email, Some(&"7".repeat(10_000))).status, 401);
+    let short = site.token(email, Some("12345"));
+    assert_eq!(
+        (short.status, short.code().as_str()),
+        (401, "invalid_credentials")
+    );
+    let long = site.token(email, Some(&"7".repeat(10_000)));
+    assert_eq!(
+        (long.status, long.code().as_str()),
+        (401, "invalid_credentials")
+    );
     let typed = site.post(
         "/api/auth/token",
         json!({ "email": email, "password": PASSWORD, "code": 123456 }),
@@ -375,7 +393,11 @@ fn sign_in_asks_for_a_code_and_takes_each_once(backend: Backend) {
     // Another user's codes are not this user's.
     let bob = site.register("bob@example.com");
     let (_, bob_codes) = site.enable(&bob);
-    assert_eq!(site.token(email, Some(&bob_codes[0])).status, 401);
+    let theirs = site.token(email, Some(&bob_codes[0]));
+    assert_eq!(
+        (theirs.status, theirs.code().as_str()),
+        (401, "invalid_credentials")
+    );
     assert_eq!(site.token(email, Some(&recovery[1])).status, 200);
     let failed = site
         .events(As::Cookie(&new_cookie))
@@ -393,7 +415,11 @@ fn wrong_codes_count_toward_the_throttle(backend: Backend) {
     let cookie = site.register(email);
     let (secret, _) = site.enable(&cookie);
     for _ in 0..3 {
-        assert_eq!(site.token(email, Some("000000")).status, 401);
+        let wrong = site.token(email, Some("000000"));
+        assert_eq!(
+            (wrong.status, wrong.code().as_str()),
+            (401, "invalid_credentials")
+        );
     }
     steady();
     let right = site.token(email, Some(&code_at(&secret, 1)));
@@ -438,9 +464,10 @@ fn turning_it_off_and_the_admins_removal(backend: Backend) {
         ["mfa_disabled", "recovery_code_used"],
         "{events:?}"
     );
+    let other_session = site.me(As::Bearer(&other));
     assert_eq!(
-        site.me(As::Bearer(&other)).status,
-        401,
+        (other_session.status, other_session.code().as_str()),
+        (401, "unauthenticated"),
         "other sessions revoked"
     );
     assert_eq!(
@@ -476,14 +503,18 @@ fn turning_it_off_and_the_admins_removal(backend: Backend) {
             conn,
             "root@example.com",
             latchkey::domain::Role::Admin,
-            latchkey::clock::now(),
+            latchkey::clock::system_now(),
         )
     });
     assert_eq!(
         site.call("DELETE", &path, None, As::Cookie(&admin)).status,
         204
     );
-    assert_eq!(site.me(As::Cookie(&cookie)).status, 401);
+    let removed = site.me(As::Cookie(&cookie));
+    assert_eq!(
+        (removed.status, removed.code().as_str()),
+        (401, "unauthenticated")
+    );
     let back = site.token(email, None);
     assert_eq!(back.status, 200, "{}", back.body);
     assert_eq!(back.json()["user"]["mfa_enabled"], false);
@@ -549,7 +580,11 @@ fn confirmations_count_and_need_the_second_factor(backend: Backend) {
         assert!(refused.header("retry-after").is_some());
     }
     // The password sign-in of that address is backed off too: the same budget.
-    assert_eq!(site.token("guess@example.com", None).status, 429);
+    let backed_off = site.token("guess@example.com", None);
+    assert_eq!(
+        (backed_off.status, backed_off.code().as_str()),
+        (429, "too_many_attempts")
+    );
 
     // A second factor: the password alone is not enough; with a code it is.
     let email = "two@example.com";
@@ -592,7 +627,11 @@ fn confirmations_count_and_need_the_second_factor(backend: Backend) {
         As::Cookie(&cookie),
     );
     assert_eq!(deleted.status, 204, "{}", deleted.body);
-    assert_eq!(site.token(email, None).status, 401);
+    let gone = site.token(email, None);
+    assert_eq!(
+        (gone.status, gone.code().as_str()),
+        (401, "invalid_credentials")
+    );
 }
 
 /// Sign-ins with the password alone, racing the confirmation: whichever committed first, no
@@ -636,7 +675,12 @@ fn no_sign_in_survives_turning_it_on(backend: Backend) {
     let tokens: Vec<String> = racers.into_iter().flat_map(|r| r.join().unwrap()).collect();
     assert!(tokens.len() >= 4, "the racers signed in: {}", tokens.len());
     for token in &tokens {
-        assert_eq!(site.me(As::Bearer(token)).status, 401, "a session survived");
+        let survivor = site.me(As::Bearer(token));
+        assert_eq!(
+            (survivor.status, survivor.code().as_str()),
+            (401, "unauthenticated"),
+            "a session survived"
+        );
     }
     assert_eq!(site.me(As::Cookie(&cookie)).status, 200);
 }
@@ -671,7 +715,10 @@ fn the_secret_is_sealed_with_mfa_key(backend: Backend) {
     );
     steady();
     let code = site.token(email, Some(&code_at(&secret, 1)));
-    assert_eq!(code.status, 401);
+    assert_eq!(
+        (code.status, code.code().as_str()),
+        (401, "invalid_credentials")
+    );
     assert_eq!(site.token(email, Some(&recovery[0])).status, 200);
     let (_, log) = site.server.output();
     assert!(log.contains("cannot be opened"), "{log}");

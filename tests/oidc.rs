@@ -196,7 +196,7 @@ impl Site {
         let email = email.to_string();
         self.query(move |c| {
             diesel::update(users::table.filter(users::email.eq(email)))
-                .set(users::email_verified_at.eq(Some(latchkey::clock::now())))
+                .set(users::email_verified_at.eq(Some(latchkey::clock::system_now())))
                 .execute(c)
         });
     }
@@ -216,6 +216,13 @@ impl Site {
             .map(|e| e["type"].as_str().unwrap().to_string())
             .collect()
     }
+}
+
+/// What the browser got from one of latchkey's JSON routes: (status, error code).
+fn status_code(page: &Page) -> (u16, String) {
+    let body: Value = serde_json::from_str(&page.body).unwrap_or(Value::Null);
+    let code = body["error"]["code"].as_str().unwrap_or("").to_string();
+    (page.status, code)
 }
 
 /// The browser's latchkey session cookie as a `Cookie` header.
@@ -306,10 +313,10 @@ fn signs_in_creates_and_links_accounts(backend: Backend) {
     browser.cookies.insert("session".into(), old.clone());
     browser.sign_in(&site.start_url(""), &site.provider, "alice");
     assert_ne!(browser.cookies["session"], old);
+    let replaced = site.call("GET", "/api/auth/me", None, Some(&old_cookie));
     assert_eq!(
-        site.call("GET", "/api/auth/me", None, Some(&old_cookie))
-            .status,
-        401
+        (replaced.status, replaced.code()),
+        (401, "unauthenticated".into())
     );
 }
 
@@ -334,7 +341,7 @@ fn failures_go_back_to_the_page(backend: Backend) {
         .next()
         .unwrap()
         .to_string();
-    let forged = callback.replace(&state, &latchkey::token::SessionToken::generate().expose());
+    let forged = callback.replace(&state, &latchkey::token::Token::generate().expose());
     let refused = browser.get(&forged);
     assert_eq!(
         refused.location,
@@ -526,7 +533,11 @@ fn linking_and_unlinking(backend: Backend) {
         Some(&cookie),
     );
     assert_eq!(gone.status, 204, "{}", gone.body);
-    assert_eq!(site.me(&ivan).status, 401);
+    let unlinked = site.me(&ivan);
+    assert_eq!(
+        (unlinked.status, unlinked.code()),
+        (401, "unauthenticated".into())
+    );
     assert_eq!(
         site.call("GET", "/api/auth/me", None, Some(&cookie)).status,
         200
@@ -537,7 +548,7 @@ fn linking_and_unlinking(backend: Backend) {
         None,
         Some(&cookie),
     );
-    assert_eq!(again.status, 404);
+    assert_eq!((again.status, again.code()), (404, "not_found".into()));
     // With the link gone, the provider no longer signs in to the account (its address is not
     // verified, so it does not link again either).
     let (_, page) = site.sign_in("ivan", "/");
@@ -573,7 +584,10 @@ fn without_a_password(backend: Backend) {
         Some(json!({ "email": "alice@example.test", "password": PASSWORD })),
         None,
     );
-    assert_eq!(login.status, 401);
+    assert_eq!(
+        (login.status, login.code()),
+        (401, "invalid_credentials".into())
+    );
     // A fresh provider sign-in stands in for the current password: a password can be set.
     let set = site.call(
         "POST",
@@ -597,7 +611,7 @@ fn without_a_password(backend: Backend) {
     let session = session_of(&frank);
     {
         use latchkey::db::schema::sessions;
-        let an_hour_ago = latchkey::clock::now() - chrono::Duration::hours(1);
+        let an_hour_ago = latchkey::clock::system_now() - chrono::Duration::hours(1);
         site.query(move |c| {
             diesel::update(sessions::table)
                 .set(sessions::created_at.eq(an_hour_ago))
@@ -690,7 +704,12 @@ fn second_factor_after_the_provider(backend: Backend) {
         "/api/auth/oidc/code",
         json!({ "code": "000000" }),
     );
-    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    assert_eq!(
+        status_code(&wrong),
+        (401, "invalid_credentials".into()),
+        "{}",
+        wrong.body
+    );
     assert!(wrong.body.contains("code"), "{}", wrong.body);
     assert!(!dave.cookies.contains_key("session"));
     let right = dave.post_json(
@@ -717,7 +736,12 @@ fn second_factor_after_the_provider(backend: Backend) {
         "/api/auth/oidc/code",
         json!({ "code": "123456" }),
     );
-    assert_eq!(again.status, 401);
+    assert_eq!(
+        status_code(&again),
+        (401, "invalid_token".into()),
+        "{}",
+        again.body
+    );
 }
 
 /// The pre-hijacked account class (issue 28): someone makes an account with another person's
@@ -756,14 +780,14 @@ fn pre_hijacked_accounts_go_to_the_mailbox_owner(backend: Backend) {
     let (issuer, victim) = (site.provider.issuer.clone(), victim_id.clone());
     site.query(move |c| {
         let id = latchkey::domain::UserId::from(victim);
-        let now = latchkey::clock::now();
+        let now = latchkey::clock::system_now();
         latchkey::db::models::Identity::link(c, &id, ID, &issuer, "erin", now)
     });
     let (before, _) = site.sign_in("erin", "/");
     assert_eq!(site.me(&before).json()["user"]["id"], victim_id.as_str());
     site.query(|c| {
         use latchkey::db::schema::users;
-        let now = latchkey::clock::now();
+        let now = latchkey::clock::system_now();
         diesel::update(users::table.filter(users::email.eq("dave@example.test")))
             .set(users::mfa_enabled_at.eq(Some(now)))
             .execute(c)
@@ -793,11 +817,15 @@ fn pre_hijacked_accounts_go_to_the_mailbox_owner(backend: Backend) {
     reset("dave@example.test", seen);
 
     // Every session is gone, and so is every way in the owner did not set up.
-    assert_eq!(site.me(&before).status, 401);
+    let providers = site.me(&before);
     assert_eq!(
-        site.call("GET", "/api/auth/me", None, Some(&squatter))
-            .status,
-        401
+        (providers.status, providers.code()),
+        (401, "unauthenticated".into())
+    );
+    let squatters = site.call("GET", "/api/auth/me", None, Some(&squatter));
+    assert_eq!(
+        (squatters.status, squatters.code()),
+        (401, "unauthenticated".into())
     );
     // The attacker's provider account now makes an account of its own (its own address),
     // neither the owner's account nor a second-factor step of it.
@@ -858,7 +886,11 @@ fn pre_hijacked_accounts_go_to_the_mailbox_owner(backend: Backend) {
     );
     assert_eq!((taken.status, taken.code()), (409, "email_taken".into()));
     reset("frank@example.test", sink.received().len());
-    assert_eq!(site.me(&frank).status, 401);
+    let ended = site.me(&frank);
+    assert_eq!(
+        (ended.status, ended.code()),
+        (401, "unauthenticated".into())
+    );
     let (again, page) = site.sign_in("frank", "/");
     assert_eq!(page.location, Some(site.page("link_required")), "{page:?}");
     assert!(!again.cookies.contains_key("session"));

@@ -45,13 +45,19 @@ fn token(base: &str, email: &str) -> String {
 }
 
 fn me(base: &str, token: &str) -> u16 {
-    send(
+    me_code(base, token).0
+}
+
+/// `/api/auth/me` with a bearer token: (status, error code; empty when there is none).
+fn me_code(base: &str, token: &str) -> (u16, String) {
+    let (status, body, _) = send(
         agent()
             .get(&format!("{base}/api/auth/me"))
             .set("Authorization", &format!("Bearer {token}")),
         None,
-    )
-    .0
+    );
+    let code = body["error"]["code"].as_str().unwrap_or("").to_string();
+    (status, code)
 }
 
 /// SIGTERM + restart, then SIGKILL in the middle of 100 concurrent logins and /me calls: every
@@ -143,8 +149,8 @@ fn two_instances_share_everything(backend: Backend) {
     );
     assert_eq!(status, 204);
     assert_eq!(
-        me(&a.base, &made_on_a),
-        401,
+        me_code(&a.base, &made_on_a),
+        (401, "unauthenticated".into()),
         "logout on B is refused on A at once"
     );
 
@@ -159,29 +165,35 @@ fn two_instances_share_everything(backend: Backend) {
     // The registration's own session and `second`.
     assert_eq!((status, body["revoked"].as_i64()), (200, Some(2)));
     assert_eq!(
-        me(&a.base, &second),
-        401,
+        me_code(&a.base, &second),
+        (401, "unauthenticated".into()),
         "revoke on B is refused on A at once"
     );
 
     let wrong = |base: &str| {
-        send(
+        let (status, body, _) = send(
             agent().post(&format!("{base}/api/auth/login")),
             Some(json!({ "email": "a@example.com", "password": "wrong password" })),
-        )
-        .0
+        );
+        let code = body["error"]["code"].as_str().unwrap_or("").to_string();
+        (status, code)
     };
+    for base in [&a.base, &b.base, &a.base] {
+        assert_eq!(wrong(base), (401, "invalid_credentials".into()));
+    }
     assert_eq!(
-        (wrong(&a.base), wrong(&b.base), wrong(&a.base)),
-        (401, 401, 401)
+        wrong(&b.base),
+        (429, "too_many_attempts".into()),
+        "failures on A and B count together"
     );
-    assert_eq!(wrong(&b.base), 429, "failures on A and B count together");
-    let right = send(
+    let (right, body, _) = send(
         agent().post(&format!("{}/api/auth/login", a.base)),
         Some(json!({ "email": "a@example.com", "password": PASSWORD })),
-    )
-    .0;
-    assert_eq!(right, 429);
+    );
+    assert_eq!(
+        (right, body["error"]["code"].as_str()),
+        (429, Some("too_many_attempts"))
+    );
 }
 
 /// A TCP proxy in front of PostgreSQL that the test can cut and restore.
@@ -408,8 +420,10 @@ fn races(backend: Backend) {
         "statuses: {:?}",
         results.iter().map(|r| r.0).collect::<Vec<_>>()
     );
-    assert!(results.iter().all(|r| r.0 == 200 || r.0 == 401));
-    assert_eq!(me(&base, &original), 401);
+    assert!(results
+        .iter()
+        .all(|r| r.0 == 200 || (r.0 == 401 && r.1["error"]["code"] == "unauthenticated")));
+    assert_eq!(me_code(&base, &original), (401, "unauthenticated".into()));
     assert_eq!(me(&base, &winners[0]), 200);
 
     let start = Arc::new(Barrier::new(50));
@@ -454,14 +468,17 @@ fn races(backend: Backend) {
     assert_eq!(status, 204);
     for token in tokens.iter().chain(&winners) {
         assert_eq!(
-            me(&base, token),
-            401,
+            me_code(&base, token),
+            (401, "unauthenticated".into()),
             "a session from before logout-all survived it"
         );
     }
     for t in late {
-        let status = me(&base, &t.join().unwrap());
-        assert!(status == 200 || status == 401);
+        let (status, code) = me_code(&base, &t.join().unwrap());
+        assert!(
+            status == 200 || (status == 401 && code == "unauthenticated"),
+            "{status} {code}"
+        );
     }
 }
 
@@ -594,7 +611,11 @@ fn concurrent_lookups_never_cross(backend: Backend) {
                             assert_eq!(status, 200, "{body}");
                             assert_eq!(body["user"]["email"], email.as_str());
                         }
-                        None => assert_eq!(status, 401, "{body}"),
+                        None => assert_eq!(
+                            (status, body["error"]["code"].as_str()),
+                            (401, Some("unauthenticated")),
+                            "{body}"
+                        ),
                     }
                 }
             })

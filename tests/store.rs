@@ -12,7 +12,7 @@ use latchkey::db::models::{Session, SessionPolicy, User};
 use latchkey::db::schema::sessions;
 use latchkey::db::{establish, run_migrations, Db, DbError};
 use latchkey::metrics::Metrics;
-use latchkey::token::{SessionToken, TokenHash};
+use latchkey::token::{Token, TokenHash};
 
 struct Store {
     db: Db,
@@ -44,7 +44,7 @@ fn create_and_resolve(backend: Backend) {
     let policy = s.policy;
     s.db.run_blocking(|conn| {
         let user = insert_user(conn, "a@example.com");
-        let now = clock::now();
+        let now = clock::system_now();
         let (session, token) = Session::create(conn, &policy, &user.id, &client(), now)?;
         assert_eq!(session.expires_at, now + policy.idle_timeout);
         let (found, owner) = Session::resolve(conn, &token.hash(), now)?.expect("resolves");
@@ -52,7 +52,7 @@ fn create_and_resolve(backend: Backend) {
         assert_eq!(owner.id, user.id);
         assert_eq!(found.ip.as_deref(), Some("192.0.2.1"));
         // An unknown token does not resolve.
-        assert!(Session::resolve(conn, &SessionToken::generate().hash(), now)?.is_none());
+        assert!(Session::resolve(conn, &Token::generate().hash(), now)?.is_none());
         Ok(())
     })
     .unwrap();
@@ -63,7 +63,7 @@ fn expired_session_does_not_resolve(backend: Backend) {
     let policy = s.policy;
     s.db.run_blocking(|conn| {
         let user = insert_user(conn, "a@example.com");
-        let now = clock::now();
+        let now = clock::system_now();
         let (session, token) = Session::create(conn, &policy, &user.id, &client(), now)?;
         let later = session.expires_at;
         assert!(Session::resolve(conn, &token.hash(), later - Duration::seconds(1))?.is_some());
@@ -84,7 +84,7 @@ fn touch_is_throttled_and_capped(backend: Backend) {
     };
     s.db.run_blocking(|conn| {
         let user = insert_user(conn, "a@example.com");
-        let t0 = clock::now();
+        let t0 = clock::system_now();
         let (mut session, token) = Session::create(conn, &policy, &user.id, &client(), t0)?;
         // Within the interval: no write.
         assert!(!session.touch(conn, &policy, t0 + Duration::seconds(59))?);
@@ -116,7 +116,7 @@ fn rotate_invalidates_old_token(backend: Backend) {
     let policy = s.policy;
     s.db.run_blocking(|conn| {
         let user = insert_user(conn, "a@example.com");
-        let now = clock::now();
+        let now = clock::system_now();
         let (session, old) = Session::create(conn, &policy, &user.id, &client(), now)?;
         let (rotated, new) =
             Session::rotate(conn, &policy, &session.id, &old.hash(), now)?.expect("rotates");
@@ -137,7 +137,7 @@ fn revoke_list_and_revoke_all(backend: Backend) {
     s.db.run_blocking(|conn| {
         let alice = insert_user(conn, "alice@example.com");
         let bob = insert_user(conn, "bob@example.com");
-        let now = clock::now();
+        let now = clock::system_now();
         let mut mine = Vec::new();
         for i in 0..3 {
             mine.push(Session::create(
@@ -187,7 +187,7 @@ fn delete_expired_in_batches(backend: Backend) {
     let policy = s.policy;
     s.db.run_blocking(|conn| {
         let user = insert_user(conn, "a@example.com");
-        let now = clock::now();
+        let now = clock::system_now();
         for _ in 0..25 {
             Session::create(conn, &policy, &user.id, &client(), now - Duration::days(8))?;
         }
@@ -208,7 +208,8 @@ fn raw_token_never_stored(backend: Backend) {
     let policy = s.policy;
     s.db.run_blocking(|conn| {
         let user = insert_user(conn, "a@example.com");
-        let (session, token) = Session::create(conn, &policy, &user.id, &client(), clock::now())?;
+        let (session, token) =
+            Session::create(conn, &policy, &user.id, &client(), clock::system_now())?;
         let stored: Vec<u8> = sessions::table
             .find(session.id.as_str())
             .select(sessions::token_hash)
@@ -411,8 +412,8 @@ fn queued_lookups_share_queries_and_keep_their_answers(backend: Backend) {
         return;
     };
     let policy = s.policy;
-    let now = clock::now();
-    let created: Vec<(Session, SessionToken, User)> =
+    let now = clock::system_now();
+    let created: Vec<(Session, Token, User)> =
         s.db.run_blocking(move |conn| {
             (0..8)
                 .map(|i| {
@@ -434,7 +435,7 @@ fn queued_lookups_share_queries_and_keep_their_answers(backend: Backend) {
             expected.push(Some((session.id.clone(), user.id.clone())));
         }
         // An unknown token, and the first session just before and just after its expiry.
-        lookups.push((SessionToken::generate().hash(), now));
+        lookups.push((Token::generate().hash(), now));
         expected.push(None);
         if round < 2 {
             lookups.push((created[0].1.hash(), expires_at - Duration::seconds(1)));
@@ -470,7 +471,7 @@ fn failed_batch_answers_every_lookup(backend: Backend) {
         return;
     };
     let policy = s.policy;
-    let now = clock::now();
+    let now = clock::system_now();
     let token =
         s.db.run_blocking(move |conn| {
             let user = insert_user(conn, "a@example.com");
@@ -487,7 +488,7 @@ fn failed_batch_answers_every_lookup(backend: Backend) {
         lookups_behind_a_busy_connection(&s, break_the_join, lookups);
     assert_eq!(results.len(), 6);
     for result in results {
-        assert!(matches!(result, Err(DbError::Failed(_))), "{result:?}");
+        assert!(matches!(result, Err(DbError::Shared(_))), "{result:?}");
     }
     assert_eq!((queries, answered), (1, 6.0));
 }
@@ -550,7 +551,7 @@ fn abandoned_lookups_leave_the_queue(backend: Backend) {
         return;
     };
     let policy = SessionPolicy::from_settings(&settings);
-    let now = clock::now();
+    let now = clock::system_now();
     let token = db
         .run_blocking(move |conn| {
             let user = insert_user(conn, "a@example.com");

@@ -367,7 +367,11 @@ fn every_feature_behind_pgbouncer_in_transaction_mode() {
                     None,
                 );
                 assert_eq!(revoked.status, 204, "{}", revoked.body);
-                assert_eq!(get(&base, "/api/auth/me", &first).status, 401);
+                let ended = get(&base, "/api/auth/me", &first);
+                assert_eq!(
+                    (ended.status, ended.code()),
+                    (401, "unauthenticated".to_string())
+                );
                 let changed = post(
                     &base,
                     "/api/auth/password",
@@ -379,7 +383,11 @@ fn every_feature_behind_pgbouncer_in_transaction_mode() {
                 assert_eq!(get(&base, "/api/events", &third).status, 200);
                 let out = post(&base, "/api/auth/logout", json!({}), Some(&third));
                 assert_eq!(out.status, 204, "{}", out.body);
-                assert_eq!(get(&base, "/api/auth/me", &third).status, 401);
+                let ended = get(&base, "/api/auth/me", &third);
+                assert_eq!(
+                    (ended.status, ended.code()),
+                    (401, "unauthenticated".to_string())
+                );
             })
         })
         .collect();
@@ -417,11 +425,15 @@ fn every_feature_behind_pgbouncer_in_transaction_mode() {
     assert!(!log.contains("ERROR"), "{log}");
 }
 
-/// The session an instance behind the balancer made, read back from each instance directly.
-fn me_everywhere(servers: &[Server], cookie: &str) -> Vec<u16> {
+/// The session an instance behind the balancer made, read back from each instance directly:
+/// (status, error code; empty when there is none) from each.
+fn me_everywhere(servers: &[Server], cookie: &str) -> Vec<(u16, String)> {
     servers
         .iter()
-        .map(|s| get(&s.base, "/api/auth/me", cookie).status)
+        .map(|s| {
+            let answer = get(&s.base, "/api/auth/me", cookie);
+            (answer.status, answer.code())
+        })
         .collect()
 }
 
@@ -472,7 +484,10 @@ fn many_instances_behind_nginx_share_everything() {
 
     // A session made through the balancer works on every instance.
     let first = register(&lb, "many@example.com");
-    assert_eq!(me_everywhere(&servers, &first), [200; 4]);
+    assert_eq!(
+        me_everywhere(&servers, &first),
+        vec![(200, String::new()); 4]
+    );
     let login = post(
         &lb,
         "/api/auth/login",
@@ -495,8 +510,14 @@ fn many_instances_behind_nginx_share_everything() {
         None,
     );
     assert_eq!(revoked.status, 204, "{}", revoked.body);
-    assert_eq!(me_everywhere(&servers, &second), [401; 4]);
-    assert_eq!(me_everywhere(&servers, &first), [200; 4]);
+    assert_eq!(
+        me_everywhere(&servers, &second),
+        vec![(401, "unauthenticated".to_string()); 4]
+    );
+    assert_eq!(
+        me_everywhere(&servers, &first),
+        vec![(200, String::new()); 4]
+    );
 
     // Throttles add up: five failures spread over the instances, then every one refuses.
     for i in 0..5 {
@@ -506,7 +527,12 @@ fn many_instances_behind_nginx_share_everything() {
             json!({ "email": "many@example.com", "password": "wrong password" }),
             None,
         );
-        assert_eq!(answer.status, 401, "{}", answer.body);
+        assert_eq!(
+            (answer.status, answer.code()),
+            (401, "invalid_credentials".to_string()),
+            "{}",
+            answer.body
+        );
     }
     for server in &servers {
         let answer = post(

@@ -37,7 +37,7 @@ async fn session_stats(
     settings: &State<Settings>,
     _admin: AdminUser,
 ) -> ApiResult<Json<SessionStats>> {
-    let now = clock::now();
+    let now = db.now();
     let (counts, last) = db
         .run(move |conn| Ok((counts(conn, now)?, CleanupRun::latest(conn)?)))
         .await?;
@@ -91,7 +91,7 @@ async fn existing_user(db: &Db, id: &str) -> ApiResult<User> {
 #[rocket::get("/users/<id>/sessions")]
 async fn user_sessions(db: &State<Db>, _admin: AdminUser, id: &str) -> ApiResult<RawJson<String>> {
     let user = existing_user(db, id).await?;
-    let now = clock::now();
+    let now = db.now();
     let sessions = db
         .run(move |conn| Session::list_active(conn, &user.id, now))
         .await?;
@@ -126,7 +126,7 @@ async fn remove_user_mfa(
     id: &str,
 ) -> ApiResult<Status> {
     let user = existing_user(db, id).await?;
-    let now = clock::now();
+    let now = db.now();
     let revoked = db
         .run(move |conn| {
             conn.transaction(|conn| {

@@ -11,14 +11,13 @@ use crate::api::json::{render, JsonBody};
 use crate::api::views::{NewToken, Refreshed, SessionView, UserView};
 use crate::auth::guard::{PresentedToken, Via};
 use crate::auth::{ownership, Authenticator, CurrentSession};
-use crate::clock;
 use crate::db::models::event::record;
 use crate::db::models::session::ClientInfo;
 use crate::db::models::{EventKind, Session, User};
 use crate::db::{refuse, Db};
 use crate::mail::Mailer;
 use crate::signin::{Confirmation, CredentialChange, PasswordSignIn, Registration, SignIn};
-use crate::token::SessionToken;
+use crate::token::Token;
 use crate::validation::{check_fields, password_problem};
 
 pub fn routes() -> Vec<Route> {
@@ -155,8 +154,9 @@ async fn login(
     let opened = sign_in
         .with_password(client, body.0.into(), replace)
         .await?;
+    let created = opened.session.created_at;
     auth.cookie
-        .set(jar, &opened.token, &opened.session, clock::now());
+        .set(jar, &opened.token, &opened.session, created);
     render(&AuthBody::new(&opened.user, &opened.session))
 }
 
@@ -193,7 +193,7 @@ async fn logout(
 ) -> ApiResult<SignedOut> {
     if let Some((token, _)) = presented.0 {
         let hash = token.hash();
-        let now = clock::now();
+        let now = db.now();
         let revoked = db
             .run(move |conn| {
                 let revoked = Session::revoke_by_token(conn, &hash)?;
@@ -226,12 +226,13 @@ fn deliver_token(
     auth: &Authenticator,
     jar: &CookieJar<'_>,
     via: Via,
-    token: &SessionToken,
+    token: &Token,
     session: &Session,
 ) -> Option<String> {
     match via {
         Via::Cookie => {
-            auth.cookie.set(jar, token, session, clock::now());
+            // A rotated session: its cookie lives from the rotation on.
+            auth.cookie.set(jar, token, session, session.last_seen_at);
             None
         }
         Via::Bearer => Some(token.expose()),
@@ -255,7 +256,7 @@ async fn refresh(
 ) -> ApiResult<RawJson<String>> {
     let policy = auth.policy;
     let (id, old) = (current.session.id.clone(), current.hash);
-    let now = clock::now();
+    let now = db.now();
     let Some((session, token)) = db
         .run(move |conn| Session::rotate(conn, &policy, &id, &old, now))
         .await?
@@ -324,7 +325,7 @@ async fn change_password(
         current.session.id.clone(),
         current.hash,
     );
-    let (via, now) = (current.via, clock::now());
+    let (via, now) = (current.via, db.now());
     let (session, token, revoked) = db
         .transaction(move |conn| {
             // The account's row first: a sign-in that checked the old password either
@@ -375,7 +376,7 @@ async fn delete_account(
     let confirmation = Confirmation { password, code };
     drop(sign_in.confirm(&client, &current, confirmation).await?);
     let (user_id, session_id) = (current.user.id.clone(), current.session.id.clone());
-    let now = clock::now();
+    let now = db.now();
     db.transaction(move |conn| {
         // The account's row first: two deletions (or a deletion and any other write of this
         // account) take turns, and the second finds nothing to delete.

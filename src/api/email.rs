@@ -13,14 +13,13 @@ use crate::api::error::{ApiError, ApiResult};
 use crate::api::json::JsonBody;
 use crate::auth::throttle::{self, Budget, ThrottleKey};
 use crate::auth::{ownership, CurrentSession};
-use crate::clock;
 use crate::db::models::event::record;
 use crate::db::models::session::ClientInfo;
 use crate::db::models::{EventKind, MailKind, MailToken, User};
 use crate::db::{refuse, Db};
 use crate::mail::Mailer;
 use crate::signin::{CredentialChange, SignIn};
-use crate::token::SessionToken;
+use crate::token::Token;
 use crate::validation::{check_fields, normalize_email, password_problem};
 
 /// `POST /password-reset`, `/password-reset/confirm`, `/verify-email`, `/verify-email/resend`,
@@ -52,8 +51,8 @@ fn enabled(mailer: &Mailer) -> ApiResult<()> {
 }
 
 /// A token as the link carries it; anything else is a link that cannot be ours.
-fn parse_token(text: &str) -> ApiResult<SessionToken> {
-    SessionToken::parse(text.trim()).ok_or_else(ApiError::invalid_token)
+fn parse_token(text: &str) -> ApiResult<Token> {
+    Token::parse(text.trim()).ok_or_else(ApiError::invalid_token)
 }
 
 #[derive(Deserialize)]
@@ -83,7 +82,7 @@ async fn request_reset(
     if let Some(ip) = &client.ip {
         budgets.push((ThrottleKey::ip(Budget::ResetIp, ip), RESETS_PER_IP));
     }
-    let now = clock::now();
+    let now = db.now();
     let refused = db
         .run(move |conn| throttle::take_budget(conn, &budgets, Duration::hours(1), now))
         .await?;
@@ -100,6 +99,7 @@ async fn request_reset(
                 mailer.send(letter);
             }
         }
+        mailer.reset_handled();
         Ok(())
     });
     if !started {
@@ -136,7 +136,7 @@ async fn confirm_reset(
     // A link that cannot work costs one indexed read, never a password hash (which would let
     // random tokens fill the hashing queue). `take` below is what accepts it.
     let hash = token.hash();
-    let checked = clock::now();
+    let checked = db.now();
     let Some(owner) = db
         .run(move |conn| MailToken::owner(conn, MailKind::PasswordReset, &hash, checked))
         .await?
@@ -146,7 +146,7 @@ async fn confirm_reset(
     let slot = sign_in.hash_slot()?;
     let new_hash = slot.hash(new_password).await;
     drop(slot);
-    let now = clock::now();
+    let now = db.now();
     let revoked = db
         .transaction(move |conn| {
             // The account's row before the link's: a deletion of the account takes them in
@@ -199,7 +199,7 @@ async fn verify_email(
 ) -> ApiResult<Status> {
     enabled(mailer)?;
     let token = parse_token(&body.0.token)?;
-    let now = clock::now();
+    let now = db.now();
     let verified = db
         .run(move |conn| {
             let hash = token.hash();
@@ -247,7 +247,7 @@ async fn resend_verification(
         ThrottleKey::user(Budget::Resend, &user.id),
         RESENDS_PER_ACCOUNT,
     )];
-    let now = clock::now();
+    let now = db.now();
     let preparer = mailer.inner().clone();
     let prepared = db
         .run(move |conn| {

@@ -16,7 +16,6 @@ use crate::api::error::{ApiError, ApiResult};
 use crate::api::json::{render, JsonBody};
 use crate::auth::mfa::{new_recovery_codes, Accepted};
 use crate::auth::{ownership, CurrentSession};
-use crate::clock;
 use crate::db::models::event::record;
 use crate::db::models::second_factor::{self, RecoveryCode, TotpFactor};
 use crate::db::models::session::ClientInfo;
@@ -108,7 +107,7 @@ async fn begin(
         .second_factor()
         .enroll(&current.user.id, &current.user.email);
     let (user_id, sealed) = (current.user.id.clone(), enrollment.sealed);
-    let now = clock::now();
+    let now = db.now();
     db.transaction(move |conn| {
         if !second_factor::claim_for_enrollment(conn, &user_id, now)? {
             // On already, or the account went a moment ago (with this session).
@@ -151,7 +150,7 @@ async fn confirm(
         .await?;
     let second_factor = sign_in.second_factor().clone();
     let (user_id, session_id) = (current.user.id.clone(), current.session.id.clone());
-    let now = clock::now();
+    let now = db.now();
     let (recovery_codes, revoked) = db
         .transaction(move |conn| {
             if !second_factor::enable(conn, &user_id, now)? {
@@ -197,7 +196,7 @@ async fn turn_off(
         .await?;
     let second_factor = sign_in.second_factor().clone();
     let (user_id, session_id) = (current.user.id.clone(), current.session.id.clone());
-    let now = clock::now();
+    let now = db.now();
     let revoked = db
         .transaction(move |conn| {
             if !second_factor::disable(conn, &user_id, now)? {

@@ -22,7 +22,7 @@ use crate::auth::guard::PresentedToken;
 use crate::auth::oidc::{OidcFailure, OidcProviders};
 use crate::auth::throttle::{self, Budget, ThrottleKey};
 use crate::auth::{ownership, AuthError, Authenticator, CurrentSession};
-use crate::clock::{self, Rfc3339};
+use crate::clock::Rfc3339;
 use crate::config::Settings;
 use crate::db::models::identity::NewOidcLogin;
 use crate::db::models::session::ClientInfo;
@@ -32,11 +32,17 @@ use crate::domain::SessionId;
 use crate::mail::Mailer;
 use crate::signin::provider::{flow_lifetime, Failure, ProviderSignIn, Signed};
 use crate::signin::{CredentialChange, Refused, SignIn};
-use crate::token::{SessionToken, TokenHash};
+use crate::token::{Token, TokenHash};
 
 /// To mount under `/api/auth`.
 pub fn routes() -> Vec<Route> {
     rocket::routes![providers, start, callback, code, identities, unlink]
+}
+
+/// The callback route of provider `id`, below the API's base: what the provider is told to
+/// send people back to (`/auth` is where `api::mount` puts these routes).
+pub fn callback_path(id: &str) -> String {
+    format!("/auth/oidc/{id}/callback")
 }
 
 /// The page, with the failure's code for it to explain.
@@ -128,7 +134,7 @@ async fn take_start(db: &Db, settings: &Settings, client: &ClientInfo) -> Result
         return Ok(());
     };
     let budgets = vec![(ThrottleKey::ip(Budget::OidcStart, ip), STARTS_PER_IP)];
-    let (window, now) = (settings.ip_failure_window, clock::now());
+    let (window, now) = (settings.ip_failure_window, db.now());
     match db
         .run(move |conn| throttle::take_budget(conn, &budgets, window, now))
         .await?
@@ -157,7 +163,7 @@ async fn begin(
         },
         _ => None,
     };
-    let state = SessionToken::generate();
+    let state = Token::generate();
     let handed = state.expose();
     let authorization = oidc
         .call(provider.clone(), move |p| p.authorize(handed))
@@ -169,7 +175,7 @@ async fn begin(
     let return_to = same_origin_path(return_to);
     let provider_id = provider.settings.id.clone();
     let hash = state.hash();
-    let now = clock::now();
+    let now = db.now();
     let (nonce, verifier) = (
         authorization.nonce.clone(),
         authorization.pkce_verifier.clone(),
@@ -211,7 +217,7 @@ fn bound_state(cookie: Option<String>, state: Option<&str>) -> Result<TokenHash,
 fn flow_of(cookie: Option<String>) -> Result<TokenHash, Failure> {
     cookie
         .as_deref()
-        .and_then(SessionToken::parse)
+        .and_then(Token::parse)
         .map(|token| token.hash())
         .ok_or(Failure::StateMismatch)
 }
@@ -255,7 +261,7 @@ async fn callback(
     let outcome = complete(id, (code, state, error), services, cookie, client, replace).await;
     match outcome {
         Ok((Signed::In(session, token, _), return_to)) => {
-            auth.cookie.set(jar, &token, &session, clock::now());
+            auth.cookie.set(jar, &token, &session, db.now());
             Redirect::found(return_to)
         }
         Ok((Signed::NeedsCode(flow), _)) => {
@@ -282,7 +288,7 @@ async fn complete(
 ) -> Result<(Signed, String), Failure> {
     let provider = services.oidc.get(id).ok_or(Failure::UnknownProvider)?;
     let hash = bound_state(cookie, state)?;
-    let now = clock::now();
+    let now = services.db.now();
     // The row goes whatever happens next: a callback is used once.
     let login = services
         .db
@@ -350,7 +356,7 @@ async fn code(
     body: JsonBody<CodeBody>,
 ) -> ApiResult<RawJson<String>> {
     let hash = flow_of(auth.cookie.read_flow(jar)).map_err(|_| Refused::SignInOver)?;
-    let now = clock::now();
+    let now = db.now();
     let waiting = db
         .run(move |conn| OidcLogin::find_waiting(conn, &hash, now))
         .await?;
@@ -427,7 +433,7 @@ async fn unlink(
         current.session.id.clone(),
         id.to_string(),
     );
-    let now = clock::now();
+    let now = db.now();
     let unlinked = db
         .transaction(move |conn| {
             // The account's row first and locked: two unlinks at once take turns, so they
@@ -475,7 +481,7 @@ mod tests {
 
     #[test]
     fn state_must_match_the_cookie() {
-        let state = SessionToken::generate().expose();
+        let state = Token::generate().expose();
         assert!(bound_state(Some(state.clone()), Some(&state)).is_ok());
         assert_eq!(
             bound_state(Some(state.clone()), None).err(),
@@ -483,7 +489,7 @@ mod tests {
             "a callback without state"
         );
         assert!(flow_of(Some(state.clone())).is_ok());
-        let other = SessionToken::generate().expose();
+        let other = Token::generate().expose();
         assert_eq!(
             bound_state(Some(state.clone()), Some(&other)).err(),
             Some(Failure::StateMismatch)

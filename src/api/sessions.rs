@@ -10,7 +10,6 @@ use crate::api::error::{ApiError, ApiResult};
 use crate::api::json::render;
 use crate::api::views::{EventList, EventView, Revoked, SessionList};
 use crate::auth::{Authenticator, CurrentSession, Via};
-use crate::clock;
 use crate::db::models::event::record;
 use crate::db::models::session::ClientInfo;
 use crate::db::models::{EventKind, SecurityEvent, Session};
@@ -37,7 +36,7 @@ pub const MAX_EVENT_LIMIT: i64 = 200;
 #[rocket::get("/sessions")]
 async fn list_sessions(db: &State<Db>, current: CurrentSession) -> ApiResult<RawJson<String>> {
     let user_id = current.user.id.clone();
-    let now = clock::now();
+    let now = db.now();
     let sessions = db
         .run(move |conn| Session::list_active(conn, &user_id, now))
         .await?;
@@ -57,7 +56,7 @@ async fn revoke_session(
 ) -> ApiResult<rocket::http::Status> {
     let user_id = current.user.id.clone();
     let target = SessionId::parse(id).ok_or_else(ApiError::not_found)?;
-    let now = clock::now();
+    let now = db.now();
     let target_is_current = target == current.session.id;
     let revoked = db
         .run(move |conn| {
@@ -94,7 +93,7 @@ async fn revoke_other_sessions(
     current: CurrentSession,
 ) -> ApiResult<Json<Revoked>> {
     let (user_id, keep) = (current.user.id.clone(), current.session.id.clone());
-    let now = clock::now();
+    let now = db.now();
     let revoked = db
         .run(move |conn| {
             let revoked = Session::revoke_all(conn, &user_id, Some(&keep))?;
@@ -126,7 +125,7 @@ async fn logout_all(
     current: CurrentSession,
 ) -> ApiResult<SignedOut> {
     let (user_id, session_id) = (current.user.id.clone(), current.session.id.clone());
-    let now = clock::now();
+    let now = db.now();
     let revoked = db
         .run(move |conn| {
             let revoked = Session::revoke_all(conn, &user_id, None)?;

@@ -7,7 +7,7 @@ use rocket::time::{Duration, OffsetDateTime};
 
 use crate::config::{SameSite, Settings};
 use crate::db::models::Session;
-use crate::token::SessionToken;
+use crate::token::Token;
 
 /// How long a provider sign-in may take, from the start to the callback (or to the second
 /// factor's code after it).
@@ -47,13 +47,7 @@ impl SessionCookie {
     }
 
     /// Sends the session cookie, valid for exactly as long as the session is.
-    pub fn set(
-        &self,
-        jar: &CookieJar<'_>,
-        token: &SessionToken,
-        session: &Session,
-        now: NaiveDateTime,
-    ) {
+    pub fn set(&self, jar: &CookieJar<'_>, token: &Token, session: &Session, now: NaiveDateTime) {
         let mut cookie = self.build(token.expose());
         cookie.set_max_age(Duration::seconds(session.remaining(now).num_seconds()));
         jar.add(cookie);

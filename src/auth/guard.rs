@@ -21,13 +21,12 @@ use crate::auth::csrf::CrossSiteCheck;
 use crate::auth::lookup::SessionLookup;
 use crate::auth::throttle;
 use crate::auth::AuthError;
-use crate::clock;
 use crate::db::models::event::record;
 use crate::db::models::session::ClientInfo;
 use crate::db::models::EventKind;
 use crate::db::models::{Session, SessionPolicy, User};
 use crate::db::Db;
-use crate::token::{SessionToken, TokenHash};
+use crate::token::{Token, TokenHash};
 
 /// How long after a session's last use a token that its refresh replaced may still arrive
 /// without ending it (a request sent just before the refresh).
@@ -79,13 +78,13 @@ impl Authenticator {
 
     /// The credential this request carries: the `Authorization` header wins over the cookie.
     /// `Ok(None)` when there is none.
-    fn credential(&self, req: &Request<'_>) -> Result<Option<(SessionToken, Via)>, AuthError> {
+    fn credential(&self, req: &Request<'_>) -> Result<Option<(Token, Via)>, AuthError> {
         if let Some(value) = bearer_value(req) {
-            let token = SessionToken::parse(value?).ok_or_else(AuthError::unauthenticated)?;
+            let token = Token::parse(value?).ok_or_else(AuthError::unauthenticated)?;
             return Ok(Some((token, Via::Bearer)));
         }
         match self.cookie.read(req.cookies()) {
-            Some(value) => match SessionToken::parse(&value) {
+            Some(value) => match Token::parse(&value) {
                 Some(token) => Ok(Some((token, Via::Cookie))),
                 None => Err(AuthError::stale_cookie()),
             },
@@ -159,7 +158,7 @@ impl Authenticator {
             }
         }
         let hash = token.hash();
-        let now = clock::now();
+        let now = self.db.now();
         let Some((mut session, user)) = self.lookup.resolve(hash, now).await? else {
             self.end_if_reused(req, hash, now);
             return Err(match via {
@@ -266,7 +265,7 @@ fn bearer_value<'a>(req: &'a Request<'_>) -> Option<Result<&'a str, AuthError>> 
 /// For latchkey's own sign-in and sign-out routes: the cross-site check (always, credential
 /// or not), then the well-formed token the client sent, not yet looked up (login revokes it;
 /// logout deletes it). Malformed or absent is `None`.
-pub struct PresentedToken(pub Option<(SessionToken, Via)>);
+pub struct PresentedToken(pub Option<(Token, Via)>);
 
 #[rocket::async_trait]
 impl<'r> FromRequest<'r> for PresentedToken {
@@ -428,7 +427,7 @@ impl<'r> FromRequest<'r> for CleanupCaller {
                 .client_ip()
                 .map(|ip| throttle::ThrottleKey::ip(throttle::Budget::CronIp, &ip.to_string()));
             if let Some(key) = key.clone() {
-                let now = crate::clock::now();
+                let now = auth.db.now();
                 let spent = auth
                     .db
                     .run(move |conn| {
@@ -457,7 +456,7 @@ impl<'r> FromRequest<'r> for CleanupCaller {
         };
         if let Some(key) = wrong_tries {
             let budgets = vec![(key, CRON_WRONG_TRIES)];
-            let now = crate::clock::now();
+            let now = auth.db.now();
             let counted = auth
                 .db
                 .run(move |conn| throttle::take_budget(conn, &budgets, CRON_WINDOW, now))

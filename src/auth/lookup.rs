@@ -177,7 +177,8 @@ fn take_batch(shared: &Shared, batch: &mut Vec<Waiter>) {
 
 /// The batch that carried this lookup ended without answering it (its query panicked).
 fn dropped() -> DbError {
-    DbError::Failed("the shared lookup carrying this request ended without an answer".into())
+    tracing::error!("the shared lookup carrying a request ended without an answer");
+    DbError::Panicked
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -212,6 +213,7 @@ fn answer(batch: Vec<Waiter>, rows: Result<Vec<(Vec<u8>, Session, User)>, DbErro
     let rows = match rows {
         Ok(rows) => rows,
         Err(error) => {
+            let error = error.into_shared();
             for waiter in batch {
                 let _ = waiter.reply.send(Err(error.to_shared()));
             }

@@ -64,11 +64,11 @@ impl Default for OidcProviders {
 
 impl OidcProviders {
     /// The configured providers, with their discovery started in the background.
-    pub fn start(settings: &Settings) -> OidcProviders {
+    pub fn start(settings: &Settings, redirect_url: impl Fn(&str) -> String) -> OidcProviders {
         let providers: Vec<Arc<Provider>> = settings
             .oidc_providers
             .iter()
-            .map(|p| Arc::new(Provider::new(p.clone())))
+            .map(|p| Arc::new(Provider::new(p.clone(), redirect_url(&p.id))))
             .collect();
         for provider in &providers {
             let provider = provider.clone();
@@ -151,6 +151,8 @@ pub struct VerifiedIdentity {
 
 pub struct Provider {
     pub settings: OidcProviderSettings,
+    /// Where the provider sends people back (the API's callback route for this provider).
+    redirect_url: String,
     client: RwLock<Option<Arc<Client>>>,
     /// A discovery is under way: another caller does not start a second one (it fails at
     /// once), so a provider that is down costs one waiting thread, not one per sign-in.
@@ -159,7 +161,7 @@ pub struct Provider {
 }
 
 impl Provider {
-    fn new(settings: OidcProviderSettings) -> Provider {
+    fn new(settings: OidcProviderSettings, redirect_url: String) -> Provider {
         let mut http = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))
@@ -171,6 +173,7 @@ impl Provider {
         }
         Provider {
             settings,
+            redirect_url,
             client: RwLock::new(None),
             discovering: AtomicBool::new(false),
             http: http.build(),
@@ -223,7 +226,7 @@ impl Provider {
         let http = |request: HttpRequest| send(&self.http, request);
         let metadata = CoreProviderMetadata::discover(&issuer, &http)
             .map_err(|e| OidcFailure::Unavailable(error_chain(&e)))?;
-        let redirect = RedirectUrl::new(self.settings.redirect_url.clone())
+        let redirect = RedirectUrl::new(self.redirect_url.clone())
             .map_err(|e| OidcFailure::Unavailable(format!("redirect URL: {e}")))?;
         let client = Client::from_provider_metadata(
             metadata,

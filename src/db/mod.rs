@@ -43,6 +43,7 @@ use diesel::{Connection, ExpressionMethods, QueryDsl, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use rocket::tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::clock::Clock;
 use crate::config::{Backend, DatabaseTarget, Settings};
 
 /// One connection type for both backends; which variant is decided by [`establish`] alone.
@@ -365,10 +366,12 @@ pub enum DbError {
     Unavailable,
     /// The query itself failed (a constraint, `NotFound`, a bug).
     Query(DieselError),
-    /// The call never produced an answer of its own: the task running it panicked, or a shared
-    /// query it was waiting on failed (the text says which and why). Always a bug or an outage
-    /// worth logging, never something a caller can act on.
-    Failed(String),
+    /// A query run once for several callers (the session lookup's batch) failed; each caller
+    /// gets the same error.
+    Shared(Arc<DieselError>),
+    /// The task running the call panicked (a bug; logged where it happened), so the call has
+    /// no answer.
+    Panicked,
 }
 
 impl From<DieselError> for DbError {
@@ -382,25 +385,20 @@ impl From<DieselError> for DbError {
 }
 
 impl DbError {
-    /// The same failure for each of several callers of one query: unavailable stays
-    /// unavailable, anything else is described (Diesel errors cannot be cloned, and inventing
-    /// one would mislead whoever reads the log).
-    pub fn shared(e: &DieselError) -> DbError {
-        if is_unavailable(e) {
-            DbError::Unavailable
-        } else {
-            DbError::Failed(format!("a shared query failed: {e}"))
+    /// This failure as one that several callers of a shared query can each be given.
+    pub fn into_shared(self) -> DbError {
+        match self {
+            DbError::Query(e) => DbError::Shared(Arc::new(e)),
+            other => other,
         }
     }
-}
 
-impl DbError {
-    /// This failure again, for another caller of the same shared call.
+    /// Another copy of a failure made shareable by [`DbError::into_shared`].
     pub fn to_shared(&self) -> DbError {
         match self {
             DbError::Unavailable => DbError::Unavailable,
-            DbError::Query(e) => DbError::shared(e),
-            DbError::Failed(why) => DbError::Failed(why.clone()),
+            DbError::Query(_) | DbError::Panicked => DbError::Panicked,
+            DbError::Shared(e) => DbError::Shared(e.clone()),
         }
     }
 }
@@ -410,7 +408,8 @@ impl fmt::Display for DbError {
         match self {
             DbError::Unavailable => f.write_str("database unavailable"),
             DbError::Query(e) => write!(f, "query failed: {e}"),
-            DbError::Failed(why) => f.write_str(why),
+            DbError::Shared(e) => write!(f, "a shared query failed: {e}"),
+            DbError::Panicked => f.write_str("the database task panicked"),
         }
     }
 }
@@ -482,6 +481,7 @@ pub struct Db {
     /// Background writes in flight (see [`Db::run_detached`]).
     detached_slots: Arc<Semaphore>,
     wait: Duration,
+    clock: Clock,
 }
 
 /// The session lookup's way to the database: one thread's connection, kept out of everyone
@@ -538,6 +538,7 @@ impl Db {
             lane: Arc::new(AtomicBool::new(keep_for_lane)),
             detached_slots: Arc::new(Semaphore::new((pool_size / 2).max(1))),
             wait: settings.pool_timeout,
+            clock: settings.clock.clone(),
         }
     }
 
@@ -552,6 +553,12 @@ impl Db {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Now, by the configured clock (`Settings::clock`): the time every query of latchkey's
+    /// is bound to.
+    pub fn now(&self) -> chrono::NaiveDateTime {
+        self.clock.now()
     }
 
     /// How long a caller waits for a connection (`pool_timeout_ms`) before it is a 503.
@@ -657,9 +664,10 @@ impl Db {
         };
         match rocket::tokio::task::spawn_blocking(task).await {
             Ok(result) => result,
-            Err(join) => Err(DbError::Failed(format!(
-                "the database task panicked: {join}"
-            ))),
+            Err(join) => {
+                tracing::error!(error = %join, "the database task panicked");
+                Err(DbError::Panicked)
+            }
         }
     }
 

@@ -8,7 +8,6 @@ use super::{Refused, SignIn};
 use crate::auth::password::HashSlot;
 use crate::auth::throttle::{self, Budget, ThrottleKey};
 use crate::auth::{mfa, CurrentSession};
-use crate::clock;
 use crate::db::models::event::record;
 use crate::db::models::session::ClientInfo;
 use crate::db::models::EventKind;
@@ -59,7 +58,7 @@ impl SignIn {
     ) -> Result<HashSlot, Refused> {
         let slot = self.hash_slot()?;
         let Some(hash) = current.user.password_hash() else {
-            if clock::now() - current.session.created_at > FRESH_SIGN_IN {
+            if self.db.now() - current.session.created_at > FRESH_SIGN_IN {
                 return Err(Refused::ReauthenticationRequired);
             }
             self.check_second_factor(client, current, confirmation.code)
@@ -68,7 +67,7 @@ impl SignIn {
         };
         let hash = hash.to_string();
         let keys = throttle::LoginKeys::new(&current.user.email, client.ip.as_deref());
-        let (settings, now) = (self.settings.clone(), clock::now());
+        let (settings, now) = (self.settings.clone(), self.db.now());
         let (refused, keys) = self
             .db
             .run(move |conn| Ok((throttle::take_attempt(conn, &settings, &keys, now)?, keys)))
@@ -109,7 +108,7 @@ impl SignIn {
         let (second_factor, user_id) = (self.second_factor.clone(), current.user.id.clone());
         let session_id = current.session.id.clone();
         let client = client.clone();
-        let now = clock::now();
+        let now = self.db.now();
         let accepted = self
             .db
             .transaction(move |conn| {
@@ -139,7 +138,7 @@ impl SignIn {
             ThrottleKey::user(Budget::CodeCheck, user_id),
             CODE_CHECKS_PER_HOUR,
         )];
-        let now = clock::now();
+        let now = self.db.now();
         let refused = self
             .db
             .run(move |conn| throttle::take_budget(conn, &budgets, Duration::hours(1), now))

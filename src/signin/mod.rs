@@ -20,7 +20,6 @@ use chrono::NaiveDateTime;
 use crate::auth::mfa::{self, SecondFactor};
 use crate::auth::password::{HashQueue, HashSlot};
 use crate::auth::throttle;
-use crate::clock;
 use crate::config::Settings;
 use crate::db::models::event::record;
 use crate::db::models::session::ClientInfo;
@@ -28,7 +27,7 @@ use crate::db::models::{EventKind, NewUser, Role, Session, SessionPolicy, User};
 use crate::db::{Db, DbConnection, DbError};
 use crate::domain::UserId;
 use crate::metrics::{LoginOutcome, Metrics, SignInCounters};
-use crate::token::{SessionToken, TokenHash};
+use crate::token::{Token, TokenHash};
 use crate::validation::Invalid;
 
 pub use confirm::{Confirmation, FRESH_SIGN_IN};
@@ -91,7 +90,7 @@ impl From<Invalid> for Refused {
 pub struct Opened {
     pub user: User,
     pub session: Session,
-    pub token: SessionToken,
+    pub token: Token,
 }
 
 /// The service, managed once by the fairing.
@@ -153,7 +152,7 @@ impl SignIn {
     /// Ends the failure streak of a sign-in attempt whose password was right (a failure to
     /// write is logged: the attempt itself has succeeded).
     async fn end_failure_streak(&self, keys: throttle::LoginKeys) {
-        let now = clock::now();
+        let now = self.db.now();
         let ended = self
             .db
             .run(move |conn| throttle::record_success(conn, &keys, now))
@@ -209,7 +208,7 @@ pub(crate) fn open_session(
     replace: Option<&TokenHash>,
     accepted: Option<mfa::Accepted>,
     now: NaiveDateTime,
-) -> diesel::QueryResult<(Session, SessionToken, bool)> {
+) -> diesel::QueryResult<(Session, Token, bool)> {
     let revoked = match replace {
         Some(hash) => Session::revoke_by_token(conn, hash)?.is_some(),
         None => false,

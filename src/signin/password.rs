@@ -8,14 +8,13 @@ use diesel::Connection;
 
 use super::{create_account, open_session, Opened, Refused, SignIn};
 use crate::auth::throttle::{self, Budget, ThrottleKey};
-use crate::clock;
 use crate::db::models::event::record;
 use crate::db::models::session::ClientInfo;
 use crate::db::models::{EventKind, MailKind, Session, User};
 use crate::db::{refuse, DbError};
 use crate::mail::Mailer;
 use crate::metrics::LoginOutcome;
-use crate::token::{SessionToken, TokenHash};
+use crate::token::{Token, TokenHash};
 use crate::validation::{
     check_fields, email_problem, may_be_stored, name_problem, normalize_email, password_problem,
     MAX_PASSWORD_BYTES,
@@ -58,7 +57,7 @@ impl SignIn {
             ThrottleKey::ip(Budget::Register, ip),
             self.settings.ip_max_registrations,
         )];
-        let (window, now) = (self.settings.ip_failure_window, clock::now());
+        let (window, now) = (self.settings.ip_failure_window, self.db.now());
         let refused = self
             .db
             .run(move |conn| throttle::take_budget(conn, &budgets, window, now))
@@ -78,7 +77,7 @@ impl SignIn {
         given: Registration,
         replace: Option<TokenHash>,
         mailer: &Mailer,
-    ) -> Result<(User, Option<(Session, SessionToken)>), Refused> {
+    ) -> Result<(User, Option<(Session, Token)>), Refused> {
         let Registration {
             email,
             name,
@@ -108,7 +107,7 @@ impl SignIn {
         let signs_in = !self.settings.require_verified_email;
         let password_hash = slot.hash(password).await;
         drop(slot);
-        let (policy, now) = (self.policy, clock::now());
+        let (policy, now) = (self.policy, self.db.now());
         let preparer = mailer.clone();
         let created = self
             .db
@@ -203,7 +202,7 @@ impl SignIn {
         let slot = self.hash_slot()?;
         let keys = throttle::LoginKeys::new(&email, client.ip.as_deref());
         let settings = self.settings.clone();
-        let now = clock::now();
+        let now = self.db.now();
         // A string that cannot be a stored address is not looked up (and cannot reach SQL).
         let lookup = may_be_stored(&email).then(|| email.clone());
         // The attempt is taken out of the budgets before its password is checked, whether or
@@ -228,7 +227,7 @@ impl SignIn {
             .and_then(|u| u.password_hash().map(str::to_owned));
         let verified = slot.verify(password, known_hash).await;
         drop(slot);
-        let now = clock::now();
+        let now = self.db.now();
         let user = match user {
             Some(user) if verified => user,
             user => {

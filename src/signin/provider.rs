@@ -18,7 +18,7 @@ use crate::db::models::{EventKind, Identity, OidcLogin, Session, SessionPolicy, 
 use crate::db::{refuse, transaction, Abort, DbConnection, DbError};
 use crate::domain::{SessionId, UserId};
 use crate::metrics::LoginOutcome;
-use crate::token::{SessionToken, TokenHash};
+use crate::token::{Token, TokenHash};
 use crate::validation::{email_problem, name_problem, normalize_email, MAX_NAME_CHARS};
 
 /// Why a provider sign-in went back to the page: the `oidc_error` code the page explains.
@@ -98,9 +98,9 @@ impl From<DbError> for Failure {
 /// What the end of a provider's sign-in did.
 pub enum Signed {
     /// A session (and whether it replaced the browser's old one).
-    In(Session, SessionToken, bool),
+    In(Session, Token, bool),
     /// The account asks for its second factor: the page asks for the code, with this flow.
-    NeedsCode(SessionToken),
+    NeedsCode(Token),
     /// The provider account was linked to the signed-in user.
     Linked,
 }
@@ -330,7 +330,7 @@ fn sign_in(
             return refuse(Failure::EmailUnverified);
         }
         if user.mfa_enabled() {
-            let flow = SessionToken::generate();
+            let flow = Token::generate();
             OidcLogin::insert(
                 conn,
                 &NewOidcLogin {

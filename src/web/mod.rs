@@ -6,6 +6,18 @@ use rocket::response::content::RawHtml;
 use rocket::{Route, State};
 
 use crate::config::Settings;
+use crate::db::models::MailKind;
+
+/// The page's link in a letter: the token in the fragment (`/#verify=…`, `/#reset=…`), which
+/// the page reads. Browsers send fragments neither to servers nor in `Referer`, so the token
+/// never reaches a log or another site.
+pub fn mail_link(public_url: &str, kind: MailKind, token: &str) -> String {
+    let action = match kind {
+        MailKind::VerifyEmail => "verify",
+        MailKind::PasswordReset => "reset",
+    };
+    format!("{public_url}/#{action}={token}")
+}
 
 /// `GET /` and `GET /login`: the page, and `GET /favicon.ico`; to mount at `/`.
 pub fn routes() -> Vec<Route> {

@@ -130,7 +130,7 @@ pub fn insert_user(
     conn: &mut latchkey::db::DbConnection,
     email: &str,
 ) -> latchkey::db::models::User {
-    let now = latchkey::clock::now();
+    let now = latchkey::clock::system_now();
     let id = latchkey::domain::UserId::generate();
     let new = latchkey::db::models::NewUser {
         id: &id,
@@ -168,6 +168,8 @@ impl Harness {
     pub fn start_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> Option<Harness> {
         let test_db = TestDb::new(backend)?;
         let mut settings = test_db.settings();
+        // A clock the test can move forward (`Harness::advance`) instead of sleeping.
+        settings.clock = latchkey::clock::Clock::adjustable();
         adjust(&mut settings);
         let rocket = latchkey::server::rocket(
             rocket_figment(),
@@ -185,6 +187,16 @@ impl Harness {
 
     pub fn cookie_name(&self) -> &str {
         &self.settings.cookie_name
+    }
+
+    /// Moves the server's clock forward by `by`.
+    pub fn advance(&self, by: chrono::Duration) {
+        self.settings.clock.advance(by);
+    }
+
+    /// The server's now.
+    pub fn now(&self) -> chrono::NaiveDateTime {
+        self.settings.clock.now()
     }
 }
 
@@ -341,7 +353,7 @@ impl Harness {
                     conn,
                     &email,
                     latchkey::db::models::Role::Admin,
-                    latchkey::clock::now(),
+                    latchkey::clock::system_now(),
                 )
             })
             .expect("promote");

@@ -11,7 +11,7 @@ use crate::db::models::User;
 use crate::db::schema::{sessions, users};
 use crate::db::DbConnection;
 use crate::domain::{SessionId, UserId};
-use crate::token::{SessionToken, TokenHash};
+use crate::token::{Token, TokenHash};
 
 /// A session row, without its token hash (which only ever appears in `WHERE` clauses).
 #[derive(Queryable, Selectable, Clone, Debug)]
@@ -114,8 +114,8 @@ impl Session {
         user_id: &UserId,
         client: &ClientInfo,
         now: NaiveDateTime,
-    ) -> QueryResult<(Session, SessionToken)> {
-        let token = SessionToken::generate();
+    ) -> QueryResult<(Session, Token)> {
+        let token = Token::generate();
         let hash = token.hash();
         let id = SessionId::generate();
         diesel::insert_into(sessions::table)
@@ -245,8 +245,8 @@ impl Session {
         session_id: &SessionId,
         old: &TokenHash,
         now: NaiveDateTime,
-    ) -> QueryResult<Option<(Session, SessionToken)>> {
-        let token = SessionToken::generate();
+    ) -> QueryResult<Option<(Session, Token)>> {
+        let token = Token::generate();
         let Some(current) = sessions::table
             .find(session_id.as_str())
             .filter(sessions::token_hash.eq(old.as_bytes()))

@@ -1,9 +1,10 @@
-//! The command line of both binaries: `latchkey` (serve by default; `migrate`, `cleanup`,
-//! `admin`) and `latchkey-worker` (the cleanup schedule by default, as it always was; the same
-//! `--once`, `migrate` and `admin`). Each starts the same way: the configuration (its errors
-//! one line and exit 2, unknown keys a warning), the log stream, then the command.
+//! The command line of both binaries: `latchkey` (serve by default, in `serve`; `migrate`,
+//! `cleanup`, `admin`) and `latchkey-worker` (the cleanup schedule by default, as it always
+//! was; the same `--once`, `migrate` and `admin`). Each starts the same way: the configuration
+//! (its errors one line and exit 2, unknown keys a warning), the log stream, then the command.
+//! The worker's way through here never reaches the server, the API, the page or the providers:
+//! those are only in `serve`.
 
-use std::net::TcpListener;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,46 +14,17 @@ use chrono::Timelike;
 use clap::{Parser, Subcommand};
 use rocket::figment::Figment;
 use tokio::sync::Mutex;
-use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_cron_scheduler::{JobBuilder, JobScheduler};
 
 use crate::cleanup::{self, CleanupOutcome};
 use crate::clock;
 use crate::config::{self, LogFormat, Settings};
 use crate::db::models::{Role, User};
 use crate::db::{self, Db, DbConnection};
-use crate::{server, BootError, Latchkey};
 
-/// Database-backed sessions and authentication: the server, and its operator commands.
-///
-/// Configuration comes from Rocket.toml (searched for in the working directory and its
-/// parents, or the file ROCKET_CONFIG names; profile from ROCKET_PROFILE), ROCKET_* variables,
-/// DATABASE_URL and CRON_SECRET. Every command reads the same configuration.
-#[derive(Parser)]
-#[command(name = "latchkey", version)]
-struct ServerCli {
-    #[command(subcommand)]
-    command: Option<ServerCommand>,
-}
+mod serve;
 
-#[derive(Subcommand)]
-enum ServerCommand {
-    /// Apply pending migrations, then serve the API and the page (the default).
-    Serve,
-    /// Apply pending migrations and exit.
-    Migrate,
-    /// Remove expired sessions on `cleanup_schedule` until SIGTERM or SIGINT (what
-    /// `latchkey-worker` runs), or once with --once.
-    Cleanup {
-        /// Run one cleanup now and exit (for cron, systemd timers, Kubernetes CronJobs).
-        #[arg(long)]
-        once: bool,
-    },
-    /// Grant or remove the admin role.
-    Admin {
-        #[command(subcommand)]
-        action: AdminAction,
-    },
-}
+pub use serve::server_main;
 
 /// Cleans up expired latchkey sessions and manages admins (the same as `latchkey cleanup`,
 /// `latchkey migrate` and `latchkey admin`).
@@ -91,23 +63,11 @@ enum AdminAction {
     Demote { email: String },
 }
 
-/// What to do, whichever binary was asked.
+/// An operator command, whichever binary was asked.
 enum Task {
-    Serve,
     Migrate,
     Cleanup { once: bool },
     Admin(AdminAction),
-}
-
-/// `latchkey`'s `main`.
-pub fn server_main() -> ExitCode {
-    let task = match ServerCli::parse().command {
-        None | Some(ServerCommand::Serve) => Task::Serve,
-        Some(ServerCommand::Migrate) => Task::Migrate,
-        Some(ServerCommand::Cleanup { once }) => Task::Cleanup { once },
-        Some(ServerCommand::Admin { action }) => Task::Admin(action),
-    };
-    run("latchkey", task)
 }
 
 /// `latchkey-worker`'s `main`.
@@ -118,20 +78,35 @@ pub fn worker_main() -> ExitCode {
         Some(WorkerCommand::Admin { action }) => Task::Admin(action),
         None => Task::Cleanup { once: cli.once },
     };
-    run("latchkey-worker", task)
+    let prog = "latchkey-worker";
+    match prepare(prog) {
+        Ok(started) => operate(prog, task, started.settings),
+        Err(code) => code,
+    }
 }
 
-fn run(prog: &str, task: Task) -> ExitCode {
+/// What both binaries start from.
+struct Started {
+    figment: Figment,
+    settings: Settings,
+    rocket_config: rocket::Config,
+    /// Flushes the log stream when the command is done.
+    _logs: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+/// How each binary starts: OpenSSL, the configuration (its errors one line and exit 2,
+/// unknown keys a warning), the log stream.
+fn prepare(prog: &str) -> Result<Started, ExitCode> {
     // Before libpq or lettre touch OpenSSL: initialise it without its exit-time clean-up, so a
     // pool thread still in a TLS handshake when the process exits cannot meet freed state.
     openssl_sys::init();
     let figment = config::figment();
-    let _flush_logs = crate::init_tracing(LogFormat::from_figment(&figment));
+    let logs = crate::init_tracing(LogFormat::from_figment(&figment));
     let rocket_config = match config::check_rocket_keys(&figment) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("{prog}: {e}");
-            return ExitCode::from(2);
+            return Err(ExitCode::from(2));
         }
     };
     for warning in config::unknown_keys(&figment) {
@@ -145,7 +120,7 @@ fn run(prog: &str, task: Task) -> ExitCode {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("{prog}: {e}");
-            return ExitCode::from(2);
+            return Err(ExitCode::from(2));
         }
     };
     let file = config::config_file(&figment).map(|path| {
@@ -160,13 +135,18 @@ fn run(prog: &str, task: Task) -> ExitCode {
         database = %settings.database.describe(),
         "configuration"
     );
+    Ok(Started {
+        figment,
+        settings,
+        rocket_config,
+        _logs: logs,
+    })
+}
+
+/// Runs an operator command: one connection for `migrate`, `admin` and `cleanup --once`, the
+/// schedule for `cleanup`.
+fn operate(prog: &str, task: Task, settings: Settings) -> ExitCode {
     match task {
-        Task::Serve => runtime(rocket_config.workers, rocket_config.max_blocking).block_on(serve(
-            prog,
-            figment,
-            settings,
-            rocket_config,
-        )),
         Task::Migrate => one_shot(prog, &settings, |_| {
             println!("the database is up to date");
             ExitCode::SUCCESS
@@ -189,65 +169,6 @@ fn runtime(workers: usize, max_blocking: usize) -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("a Tokio runtime can start")
-}
-
-/// The server: the port checked first (so a second instance on a taken port fails before it
-/// touches the database), then the fairing connects and migrates, then Rocket serves.
-async fn serve(
-    prog: &str,
-    figment: Figment,
-    settings: Settings,
-    rocket_config: rocket::Config,
-) -> ExitCode {
-    let address = format!("{}:{}", rocket_config.address, rocket_config.port);
-    if rocket_config.port != 0 {
-        if let Err(e) = TcpListener::bind((rocket_config.address, rocket_config.port)) {
-            eprintln!("{prog}: cannot listen on {address}: {e} (set ROCKET_ADDRESS / ROCKET_PORT)");
-            return ExitCode::from(1);
-        }
-    }
-    let latchkey = Latchkey::with_settings(settings);
-    let boot = latchkey.boot_watch();
-    let rocket = match server::rocket(figment, latchkey).ignite().await {
-        Ok(rocket) => rocket,
-        Err(e) => {
-            // The fairing has printed its one line; Rocket's own error is printed otherwise.
-            let _ = e.kind();
-            return match boot.failure() {
-                Some(BootError::Config(_)) => ExitCode::from(2),
-                Some(BootError::Database(_)) => ExitCode::from(1),
-                None => {
-                    eprintln!("{prog}: {e}");
-                    ExitCode::from(1)
-                }
-            };
-        }
-    };
-    // The first login with an unknown email would otherwise pay for the dummy hash.
-    rocket::tokio::task::spawn_blocking(crate::auth::password::warm_up);
-    match rocket.launch().await {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => match e.kind() {
-            rocket::error::ErrorKind::Bind(io) => {
-                eprintln!("{prog}: cannot listen on {address}: {io}");
-                ExitCode::from(1)
-            }
-            // Asked to stop, and stopped: Rocket reports that some connection or task still
-            // held on after the grace periods. Requests in flight had their time; say so and
-            // exit as a stop does.
-            rocket::error::ErrorKind::Shutdown(_, error) => {
-                let why = error
-                    .as_ref()
-                    .map_or_else(String::new, |e| format!(": {e}"));
-                tracing::warn!("shutdown finished with I/O still open{why}");
-                ExitCode::SUCCESS
-            }
-            _ => {
-                eprintln!("{prog}: {e}");
-                ExitCode::from(1)
-            }
-        },
-    }
 }
 
 /// Connects and migrates (failing fast, with the reason), then runs `work` on that one
@@ -310,7 +231,7 @@ fn set_role(prog: &str, conn: &mut DbConnection, action: AdminAction) -> ExitCod
         AdminAction::Demote { email } => (email, Role::User),
     };
     let email = crate::validation::normalize_email(&email);
-    match User::set_role(conn, &email, role, clock::now()).map_err(db::DbError::from) {
+    match User::set_role(conn, &email, role, clock::system_now()).map_err(db::DbError::from) {
         Ok(1) => {
             println!("{email} is now {}", role.as_str());
             ExitCode::SUCCESS
@@ -387,7 +308,10 @@ async fn scheduled(prog: &str, settings: Settings) -> ExitCode {
         running: Mutex::new(()),
     });
     let job_worker = worker.clone();
-    let job = Job::new_async(worker.settings.cleanup_schedule.as_str(), move |_, _| {
+    // The schedule as the configuration parsed it (once, with the scheduler's own parser).
+    let mut job = JobBuilder::new().with_cron_job_type();
+    job.schedule = Some(worker.settings.cleanup_schedule.clone());
+    let job = job.with_run_async(Box::new(move |_, _| {
         let worker = job_worker.clone();
         Box::pin(async move {
             let Ok(_running) = worker.running.try_lock() else {
@@ -398,19 +322,17 @@ async fn scheduled(prog: &str, settings: Settings) -> ExitCode {
                 return;
             }
             // The tick this job fires for (cron's resolution is a second).
-            let tick = clock::now().with_nanosecond(0);
+            let tick = worker.db.now().with_nanosecond(0);
             let outcome =
                 cleanup::run(&worker.db, &worker.settings, worker.stop.clone(), tick).await;
             cleanup::log_outcome(&outcome);
         })
-    });
-    let job = match job {
+    }));
+    let job = match job.build() {
         Ok(job) => job,
         Err(e) => {
-            eprintln!(
-                "{prog}: invalid configuration: `cleanup_schedule` is not a valid cron expression ({e:?})"
-            );
-            return ExitCode::from(2);
+            eprintln!("{prog}: the cleanup job could not be made: {e:?}");
+            return ExitCode::from(1);
         }
     };
     let mut scheduler = match JobScheduler::new().await {
@@ -428,7 +350,8 @@ async fn scheduled(prog: &str, settings: Settings) -> ExitCode {
         eprintln!("{prog}: scheduler failed to start: {e:?}");
         return ExitCode::from(1);
     }
-    tracing::info!(schedule = %worker.settings.cleanup_schedule, "worker started");
+    let schedule = worker.settings.cleanup_schedule.pattern.to_string();
+    tracing::info!(schedule, "worker started");
     shutdown_signal().await;
     worker.stop.store(true, Ordering::SeqCst);
     let _ = scheduler.shutdown().await;
