@@ -1,8 +1,8 @@
 //! The cleanup, shared by the worker and `POST /api/admin/cleanup-sessions`: expired sessions
 //! go in short batches (each one statement on the `expires_at` index), then stale login
-//! counters and old security events; the run is recorded for `session-stats`. On PostgreSQL
-//! the whole run holds a transaction-scoped advisory lock (see [`run_on`]), so concurrent
-//! workers take turns instead of racing.
+//! counters and old security events; the run is recorded for `session-stats`. One cleanup
+//! runs at a time, on both backends: a run holds the `cleanup_lease` row, renewed with each
+//! batch, and no connection between its steps (see [`run_with`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,19 +10,20 @@ use std::time::Instant;
 
 use chrono::NaiveDateTime;
 
-use diesel::sql_types::Bool;
-use diesel::{Connection, QueryResult, QueryableByName, RunQueryDsl};
+use diesel::QueryResult;
 
 use crate::auth::throttle;
-use crate::config::{Backend, Settings};
+use crate::config::Settings;
 use crate::db::models::throttle::Throttle;
-use crate::db::models::{new_id, CleanupRun, MailToken, OidcLogin, SecurityEvent, Session};
-use crate::db::{self, Db, DbConnection, DbError, CLEANUP_LOCK_KEY};
+use crate::db::models::{
+    new_id, CleanupLease, CleanupRun, MailToken, OidcLogin, SecurityEvent, Session,
+};
+use crate::db::{Db, DbConnection, DbError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CleanupOutcome {
     Ran(CleanupReport),
-    /// Another process holds the cleanup lock; nothing was done.
+    /// Another cleanup holds the lease, or one already ran for this tick; nothing was done.
     Skipped,
 }
 
@@ -39,28 +40,89 @@ pub struct CleanupReport {
     pub interrupted: bool,
 }
 
-#[derive(QueryableByName)]
-struct LockTaken {
-    #[diesel(sql_type = Bool)]
-    taken: bool,
+/// How long a cleanup's hold on the lease lasts without a renewal. Each batch renews it, so
+/// it only runs out when its holder has stopped (crashed, or lost the database); then the
+/// next cleanup may take over after this long.
+const LEASE: chrono::Duration = chrono::Duration::minutes(2);
+
+/// How a cleanup reaches the database: one short step at a time, each on a connection taken
+/// for that step only (no connection or lock is held between steps).
+trait Steps {
+    fn step<T>(
+        &mut self,
+        f: impl FnOnce(&mut DbConnection) -> QueryResult<T>,
+    ) -> Result<T, DbError>;
 }
 
-/// PostgreSQL only (the named place where cleanup differs by backend): whether this
-/// transaction got the single-cleaner lock. Transaction-scoped, so it means the same directly
-/// and through a transaction pooler, and it goes when the transaction or connection does.
-fn try_lock(holder: &mut DbConnection) -> QueryResult<bool> {
-    Ok(diesel::sql_query(format!(
-        "SELECT pg_try_advisory_xact_lock({CLEANUP_LOCK_KEY}) AS taken"
-    ))
-    .get_result::<LockTaken>(holder)?
-    .taken)
+/// Every step on one connection the caller holds (the `--once` command, which uses no pool).
+impl Steps for &mut DbConnection {
+    fn step<T>(
+        &mut self,
+        f: impl FnOnce(&mut DbConnection) -> QueryResult<T>,
+    ) -> Result<T, DbError> {
+        f(self).map_err(DbError::from)
+    }
+}
+
+/// Each step on a pooled connection, given back after it.
+struct Pooled<'a>(&'a Db);
+
+impl Steps for Pooled<'_> {
+    fn step<T>(
+        &mut self,
+        f: impl FnOnce(&mut DbConnection) -> QueryResult<T>,
+    ) -> Result<T, DbError> {
+        self.0.run_blocking(f)
+    }
+}
+
+/// One cleanup: takes the lease (or skips: another cleanup holds it, or one already ran for
+/// this `tick`), deletes expired sessions in batches (renewing the lease with each), then the
+/// rest, records the run and gives the lease back. `stop` ends it after the batch in hand.
+///
+/// `tick` is the scheduled time a worker runs for: when a run has already started at or after
+/// it (another worker on the same schedule got there first), this one is skipped, so each tick
+/// has exactly one cleaner however many workers there are. It is checked once the lease is
+/// held, and a run is recorded before the lease is given back, so two workers on one tick never
+/// both clean.
+fn run_with(
+    steps: &mut impl Steps,
+    settings: &Settings,
+    stop: &AtomicBool,
+    tick: Option<NaiveDateTime>,
+) -> Result<CleanupOutcome, DbError> {
+    let holder = new_id();
+    let now = settings.clock.now();
+    let taken = steps.step(|conn| {
+        if !CleanupLease::take(conn, &holder, now, now + LEASE)? {
+            return Ok(false);
+        }
+        let done = match tick {
+            Some(tick) => CleanupRun::latest(conn)?.is_some_and(|run| run.started_at >= tick),
+            None => false,
+        };
+        if done {
+            CleanupLease::release(conn, &holder)?;
+        }
+        Ok(!done)
+    })?;
+    if !taken {
+        return Ok(CleanupOutcome::Skipped);
+    }
+    let report = clean(steps, settings, stop, &holder);
+    if let Err(error) = steps.step(|conn| CleanupLease::release(conn, &holder)) {
+        // It runs out by itself after LEASE.
+        tracing::warn!(%error, "cleanup: could not give the lease back");
+    }
+    report.map(CleanupOutcome::Ran)
 }
 
 fn clean(
-    conn: &mut DbConnection,
+    steps: &mut impl Steps,
     settings: &Settings,
     stop: &AtomicBool,
-) -> QueryResult<CleanupReport> {
+    holder: &str,
+) -> Result<CleanupReport, DbError> {
     let started_at = settings.clock.now();
     let timer = Instant::now();
     let mut report = CleanupReport {
@@ -74,7 +136,19 @@ fn clean(
     };
     loop {
         let statement = Instant::now();
-        let deleted = Session::delete_expired_batch(conn, started_at, settings.cleanup_batch_size)?;
+        let until = settings.clock.now() + LEASE;
+        let batch = settings.cleanup_batch_size;
+        let deleted = steps.step(|conn| {
+            if !CleanupLease::renew(conn, holder, until)? {
+                return Ok(None);
+            }
+            Session::delete_expired_batch(conn, started_at, batch).map(Some)
+        })?;
+        let Some(deleted) = deleted else {
+            // The lease ran out and another cleanup took it over: it goes on from here.
+            report.interrupted = true;
+            break;
+        };
         report.longest_statement_ms = report
             .longest_statement_ms
             .max(statement.elapsed().as_millis() as i64);
@@ -88,15 +162,20 @@ fn clean(
             break;
         }
     }
-    report.throttles_deleted =
-        Throttle::delete_stale(conn, started_at - throttle::retention(settings))? as i64;
+    let throttle_cutoff = started_at - throttle::retention(settings);
     let retention_cutoff = started_at - settings.event_retention;
-    report.events_deleted = SecurityEvent::delete_older_than(conn, retention_cutoff)? as i64;
-    CleanupRun::delete_older_than(conn, retention_cutoff)?;
-    MailToken::delete_expired(conn, started_at)?;
-    OidcLogin::delete_expired(conn, started_at)?;
+    let (throttles, events) = steps.step(|conn| {
+        let throttles = Throttle::delete_stale(conn, throttle_cutoff)? as i64;
+        let events = SecurityEvent::delete_older_than(conn, retention_cutoff)? as i64;
+        CleanupRun::delete_older_than(conn, retention_cutoff)?;
+        MailToken::delete_expired(conn, started_at)?;
+        OidcLogin::delete_expired(conn, started_at)?;
+        Ok((throttles, events))
+    })?;
+    report.throttles_deleted = throttles;
+    report.events_deleted = events;
     report.duration_ms = timer.elapsed().as_millis() as i64;
-    CleanupRun {
+    let run = CleanupRun {
         id: new_id(),
         started_at,
         finished_at: settings.clock.now(),
@@ -104,74 +183,48 @@ fn clean(
         events_deleted: report.events_deleted,
         throttles_deleted: report.throttles_deleted,
         duration_ms: report.duration_ms,
-    }
-    .insert(conn)?;
+    };
+    steps.step(|conn| run.insert(conn))?;
     Ok(report)
 }
 
 /// One cleanup on a connection the caller holds (the worker's `--once` uses a single
-/// connection and no pool). `stop` ends it after the batch in hand.
-///
-/// On PostgreSQL the lock is held by a transaction on a second connection of its own, open
-/// for the whole run, while the batches commit one by one on `conn`: each batch stays a short
-/// transaction, and only one process cleans at a time, behind PgBouncer too.
-///
-/// `tick` is the scheduled time a worker runs for: when a run has already started at or after
-/// it (another worker on the same schedule got there first), this one is skipped, so each tick
-/// has exactly one cleaner however many workers there are.
+/// connection and no pool).
 pub fn run_on(
     conn: &mut DbConnection,
     settings: &Settings,
     stop: &AtomicBool,
     tick: Option<NaiveDateTime>,
 ) -> Result<CleanupOutcome, DbError> {
-    let done_at_tick = |conn: &mut DbConnection| -> QueryResult<bool> {
-        Ok(match tick {
-            Some(tick) => CleanupRun::latest(conn)?.is_some_and(|run| run.started_at >= tick),
-            None => false,
-        })
-    };
-    if conn.backend() == Backend::Sqlite {
-        // No lock on SQLite (one machine, usually one worker): two workers firing at the same
-        // instant may both clean, and the second finds nothing left.
-        if done_at_tick(conn)? {
-            return Ok(CleanupOutcome::Skipped);
-        }
-        return Ok(CleanupOutcome::Ran(clean(conn, settings, stop)?));
-    }
-    let mut holder = db::establish(&settings.database).map_err(|e| {
-        tracing::warn!(error = %e, "cleanup: cannot open the lock connection");
-        DbError::Unavailable
-    })?;
-    let outcome = holder.transaction(|holder| {
-        if !try_lock(holder)? || done_at_tick(conn)? {
-            return Ok(CleanupOutcome::Skipped);
-        }
-        clean(conn, settings, stop).map(CleanupOutcome::Ran)
-    })?;
-    Ok(outcome)
+    run_with(&mut &mut *conn, settings, stop, tick)
 }
 
-/// One cleanup with a pooled connection, on the calling (blocking) thread.
+/// One cleanup on the calling (blocking) thread, each step on a pooled connection.
 pub fn run_blocking(
     db: &Db,
     settings: &Settings,
     stop: &AtomicBool,
 ) -> Result<CleanupOutcome, DbError> {
-    db.run_blocking(|conn| Ok(run_on(conn, settings, stop, None)))?
+    run_with(&mut Pooled(db), settings, stop, None)
 }
 
-/// The same from async code (the admin endpoint, the worker's schedule), through the pool's
-/// usual path off the async workers. `stop` ends it after the batch in hand.
+/// The same from async code (the admin endpoint, the worker's schedule): on a blocking thread,
+/// each step on a pooled connection taken for that step only.
 pub async fn run(
     db: &Db,
     settings: &Settings,
     stop: Arc<AtomicBool>,
     tick: Option<NaiveDateTime>,
 ) -> Result<CleanupOutcome, DbError> {
-    let settings = settings.clone();
-    db.run(move |conn| Ok(run_on(conn, &settings, &stop, tick)))
-        .await?
+    let (db, settings) = (db.clone(), settings.clone());
+    let task = move || run_with(&mut Pooled(&db), &settings, &stop, tick);
+    match rocket::tokio::task::spawn_blocking(task).await {
+        Ok(outcome) => outcome,
+        Err(join) => {
+            tracing::error!(error = %join, "the cleanup task panicked");
+            Err(DbError::Panicked)
+        }
+    }
 }
 
 /// The one line logged per run.

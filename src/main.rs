@@ -6,10 +6,10 @@ fn main() -> std::process::ExitCode {
 }
 
 /// The server's allocator: mimalloc, not the system's. A request allocates and frees many
-/// small buffers across threads; against glibc's malloc this takes the server's CPU per `/me`
-/// down by about a fifth at c=16 and 7% at c=64 (bench/RESULTS.md). Built without transparent
-/// huge pages, which would raise the resident size by about 20 MB. Only this binary: an
-/// application that attaches the crate keeps its own allocator.
+/// small buffers across threads, which costs less CPU with mimalloc than with glibc's malloc
+/// (bench/RESULTS.md has the figures). Built without transparent huge pages, which would
+/// raise the resident size. Only this binary: an application that attaches the crate keeps its
+/// own allocator.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -958,6 +958,27 @@ fn sessions_end_exactly_on_time(backend: Backend) {
     // Idle: one microsecond before the end it answers (and the use moves the end on).
     h.advance(chrono::Duration::seconds(100) - tick);
     assert_eq!(me().status, Status::Ok);
+    // The use is written in the background: wait until it is stored.
+    use diesel::prelude::*;
+    use latchkey::db::schema::sessions;
+    let used_at = h.now();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while h
+        .db
+        .run_blocking(|conn| {
+            sessions::table
+                .select(sessions::last_seen_at)
+                .first::<chrono::NaiveDateTime>(conn)
+        })
+        .unwrap()
+        < used_at
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the use was never stored"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     // Absolute: 150 s after the sign-in, however recent the last use.
     h.advance(chrono::Duration::seconds(50));
     assert_eq!(

@@ -12,8 +12,8 @@ use latchkey::cleanup::{self, CleanupOutcome, CleanupReport};
 use latchkey::clock;
 use latchkey::config::Settings;
 use latchkey::db::models::session::ClientInfo;
-use latchkey::db::models::{CleanupRun, Session, SessionPolicy};
-use latchkey::db::schema::{login_throttles, security_events, sessions};
+use latchkey::db::models::{CleanupLease, CleanupRun, Session, SessionPolicy};
+use latchkey::db::schema::{cleanup_lease, login_throttles, security_events, sessions};
 use latchkey::db::Db;
 
 fn setup(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> Option<(Db, Settings, TestDb)> {
@@ -158,8 +158,8 @@ fn prunes_old_events_and_stale_counters(backend: Backend) {
     assert_eq!(keys, ["ip:fresh"]);
 }
 
-/// Two cleanups started together: no errors, and only one of them deletes anything
-/// (PostgreSQL: the advisory lock makes the other skip or find nothing left).
+/// Two cleanups started together: no errors, and only one of them deletes anything (the lease
+/// makes the other skip).
 fn concurrent_cleanups_do_not_collide(backend: Backend) {
     let Some((db, settings, _t)) = setup(backend, |s| s.cleanup_batch_size = 500) else {
         return;
@@ -184,14 +184,92 @@ fn concurrent_cleanups_do_not_collide(backend: Backend) {
         })
         .collect();
     assert_eq!(deleted.iter().sum::<i64>(), 3000, "{outcomes:?}");
-    if backend == Backend::Postgres {
-        assert_eq!(
-            deleted.iter().filter(|d| **d > 0).count(),
-            1,
-            "{outcomes:?}"
-        );
-    }
+    assert_eq!(
+        deleted.iter().filter(|d| **d > 0).count(),
+        1,
+        "{outcomes:?}"
+    );
     assert_eq!(count_sessions(&db), 2);
+}
+
+/// A cleanup takes the lease only when nobody holds it or its holder's time ran out: a live
+/// holder makes it skip; a holder that stopped renewing (a crashed worker) is taken over.
+fn the_lease_keeps_one_cleaner(backend: Backend) {
+    let Some((db, settings, _t)) = setup(backend, |_| {}) else {
+        return;
+    };
+    seed(&db, &settings, 10, 0);
+    let hold = |until: chrono::NaiveDateTime| {
+        db.run_blocking(move |conn| {
+            let now = clock::system_now();
+            CleanupLease::take(conn, "another worker", now, until)
+        })
+        .unwrap()
+    };
+    assert!(hold(clock::system_now() + Duration::minutes(1)));
+    let skipped = cleanup::run_blocking(&db, &settings, &AtomicBool::new(false)).unwrap();
+    assert_eq!(skipped, CleanupOutcome::Skipped);
+    assert_eq!(count_sessions(&db), 10);
+    // The holder stopped renewing a while ago.
+    db.run_blocking(|conn| {
+        diesel::update(cleanup_lease::table)
+            .set(cleanup_lease::expires_at.eq(clock::system_now() - Duration::seconds(1)))
+            .execute(conn)
+    })
+    .unwrap();
+    let report = ran(cleanup::run_blocking(&db, &settings, &AtomicBool::new(false)).unwrap());
+    assert_eq!(report.sessions_deleted, 10);
+    // Given back at the end: the next one runs at once.
+    let lease: i64 = db
+        .run_blocking(|conn| cleanup_lease::table.count().get_result(conn))
+        .unwrap();
+    assert_eq!(lease, 0);
+}
+
+/// A cleanup holds no connection between its steps: with a pool of one, requests get the
+/// connection while a long cleanup runs (each waits for one batch at most, far under
+/// `pool_timeout_ms`), as when the admin endpoint or the worker's schedule runs it.
+fn a_running_cleanup_leaves_the_pool_to_others(backend: Backend) {
+    use rocket::tokio;
+    use std::sync::atomic::Ordering;
+    let Some((db, settings, _t)) = setup(backend, |s| {
+        s.pool_size = 1;
+        s.pool_timeout = std::time::Duration::from_millis(300);
+        s.cleanup_batch_size = 1;
+    }) else {
+        return;
+    };
+    seed(&db, &settings, 3000, 0);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let finished = Arc::new(AtomicBool::new(false));
+        let cleaner = {
+            let (db, settings, finished) = (db.clone(), settings.clone(), finished.clone());
+            tokio::spawn(async move {
+                let stop = Arc::new(AtomicBool::new(false));
+                let outcome = cleanup::run(&db, &settings, stop, None).await;
+                finished.store(true, Ordering::SeqCst);
+                outcome
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        for _ in 0..5 {
+            let count = db
+                .run(|conn| sessions::table.count().get_result::<i64>(conn))
+                .await;
+            assert!(count.is_ok(), "{count:?}");
+        }
+        assert!(
+            !finished.load(Ordering::SeqCst),
+            "the cleanup ended before the queries: make it longer"
+        );
+        let report = ran(cleaner.await.unwrap().expect("no error"));
+        assert_eq!(report.sessions_deleted, 3000);
+    });
 }
 
 on_both_backends!(
@@ -200,4 +278,6 @@ on_both_backends!(
     stop_request_ends_after_the_batch_in_hand,
     prunes_old_events_and_stale_counters,
     concurrent_cleanups_do_not_collide,
+    the_lease_keeps_one_cleaner,
+    a_running_cleanup_leaves_the_pool_to_others,
 );

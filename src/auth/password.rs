@@ -3,8 +3,8 @@
 //! Hashing runs on a few dedicated threads (one fewer than the cores, at least one), never on
 //! the async workers, at a lower scheduling priority, and each thread reuses one Argon2 memory
 //! buffer. So a login flood costs a bounded amount of memory (threads × 19 MiB) and leaves a
-//! core for authenticated requests; allocating 19 MiB per attempt on the general blocking pool
-//! grew the process to gigabytes under load.
+//! core for authenticated requests, where allocating 19 MiB per attempt on the general
+//! blocking pool would grow the process without bound under load.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};

@@ -61,8 +61,7 @@ pub fn with_plain_variables(figment: &Figment) -> Figment {
 
 /// Rocket's async workers: one per core, Rocket's own default. None of them ever waits for the
 /// database (the session lookup has its own thread, `auth::lookup`; other queries run on the
-/// blocking pool). Measured on 2 cores with PostgreSQL local, /me at c=16 and c=64: 2, 3, 4
-/// and 6 workers all within the run-to-run noise (13–15k and 19–23k per second); fewer
+/// blocking pool), so more of them are no faster (bench/RESULTS.md has the runs); fewer
 /// threads use less memory.
 pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -1,6 +1,6 @@
 //! The one place that knows the backend: URL scheme → connection, the r2d2 pool and its
 //! per-connection setup, the embedded migrations, and running Diesel calls with a bounded wait
-//! that becomes 503. Elsewhere only upserts and advisory locks look at the backend, and they
+//! that becomes 503. Elsewhere only upserts and the migrations' lock look at the backend, and they
 //! say so.
 //!
 //! # Running a query
@@ -72,9 +72,9 @@ diesel::table! {
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
-/// PostgreSQL advisory lock keys ("latchk" + a number), so concurrent processes serialise.
+/// The PostgreSQL advisory lock key of migrations ("latchk" + 1), so that processes booting
+/// together take turns.
 pub const MIGRATION_LOCK_KEY: i64 = 0x6c61_7463_686b_0001;
-pub const CLEANUP_LOCK_KEY: i64 = 0x6c61_7463_686b_0002;
 
 /// Opens one connection for the backend the URL names. There is no fallback: a PostgreSQL URL
 /// that cannot be reached is an error with libpq's own message, never an SQLite file.
@@ -96,9 +96,9 @@ pub fn establish(target: &DatabaseTarget) -> Result<DbConnection, String> {
             }
             // The planner's default cost of an index lookup (random_page_cost = 4) is for
             // spinning disks; latchkey's tables are small, hot and cached. With it, the
-            // prepared batch lookup (`token_hash = ANY($1)` joined to users) scanned all of
-            // `users` for 1,000 accounts (0.7 ms a batch) instead of 16 index lookups
-            // (0.16 ms). This connection's setting only; the server's stays as it is.
+            // prepared batch lookup (`token_hash = ANY($1)` joined to users) scans all of
+            // `users` instead of looking each one up by key (bench/RESULTS.md has the plans).
+            // This connection's setting only; the server's stays as it is.
             conn.batch_execute("SET random_page_cost = 1.1")
                 .map_err(|e| describe(e.to_string()))?;
             if let Some(schema) = schema {
@@ -604,14 +604,20 @@ impl Db {
         F: FnOnce(&mut DbConnection) -> QueryResult<T>,
     {
         let deadline = Instant::now() + self.wait;
-        // No async runtime to wait on here: the turn is polled (these callers are few and
-        // not on the request path).
-        let _turn = loop {
-            match self.shared.try_acquire() {
-                Ok(permit) => break permit,
-                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
-                Err(_) => return Err(DbError::Unavailable),
-            }
+        let _turn = match rocket::tokio::runtime::Handle::try_current() {
+            // A blocking thread of a runtime (a cleanup's steps): in the same first-come queue
+            // as `run`, so that a caller taking turns in a loop cannot starve the others.
+            Ok(runtime) => runtime.block_on(self.turn(&self.shared))?,
+            // No runtime (a tool, a test's thread): the turn is polled.
+            Err(_) => loop {
+                match self.shared.clone().try_acquire_owned() {
+                    Ok(permit) => break permit,
+                    Err(_) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    Err(_) => return Err(DbError::Unavailable),
+                }
+            },
         };
         self.with_connection(f, deadline)
     }

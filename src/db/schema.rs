@@ -114,6 +114,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    cleanup_lease (id) {
+        id -> Integer,
+        holder -> Text,
+        expires_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(mail_tokens -> users (user_id));
 diesel::joinable!(totp_factors -> users (user_id));
@@ -126,6 +134,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     security_events,
     login_throttles,
     cleanup_runs,
+    cleanup_lease,
     mail_tokens,
     totp_factors,
     recovery_codes,

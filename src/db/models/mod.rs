@@ -10,7 +10,7 @@ pub mod session;
 pub mod throttle;
 pub mod user;
 
-pub use cleanup_run::CleanupRun;
+pub use cleanup_run::{CleanupLease, CleanupRun};
 pub use event::{EventKind, NewEvent, SecurityEvent};
 pub use identity::{Identity, OidcLogin};
 pub use mail_token::{MailKind, MailToken};

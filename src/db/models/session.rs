@@ -172,9 +172,9 @@ impl Session {
         // On the concrete connection for the same reason as `resolve`. PostgreSQL binds the
         // list as one array (`= ANY($1)`), so one prepared statement serves every batch size.
         // The token is the only condition: PostgreSQL plans a prepared statement once for any
-        // parameters, and with an `expires_at > $2` beside it that generic plan walked the
-        // expiry index over every live session and filtered by token (0.8 ms for 8 lookups
-        // among 1,000 sessions, where the token index takes 0.05 ms).
+        // parameters, and with an `expires_at > $2` beside it that generic plan walks the
+        // expiry index over every live session and filters by token, many times slower than
+        // the token index (bench/RESULTS.md has the plans).
         macro_rules! query {
             () => {
                 sessions::table
