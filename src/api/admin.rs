@@ -3,7 +3,6 @@
 use diesel::Connection;
 use rocket::http::Status;
 use rocket::response::content::RawJson;
-use rocket::serde::json::Json;
 use rocket::{Route, State};
 
 use crate::api::error::{ApiError, ApiResult};
@@ -36,12 +35,12 @@ async fn session_stats(
     db: &State<Db>,
     settings: &State<Settings>,
     _admin: AdminUser,
-) -> ApiResult<Json<SessionStats>> {
+) -> ApiResult<RawJson<String>> {
     let now = db.now();
     let (counts, last) = db
         .run(move |conn| Ok((counts(conn, now)?, CleanupRun::latest(conn)?)))
         .await?;
-    Ok(Json(SessionStats {
+    render(&SessionStats {
         total: counts.total,
         active: counts.active,
         expired: counts.total - counts.active,
@@ -54,7 +53,7 @@ async fn session_stats(
             deleted: run.sessions_deleted,
             duration_ms: run.duration_ms,
         }),
-    }))
+    })
 }
 
 /// The same cleanup the worker runs; for an admin, or a scheduler holding `CRON_SECRET`.
@@ -64,7 +63,7 @@ async fn cleanup_sessions(
     settings: &State<Settings>,
     metrics: &State<Metrics>,
     caller: CleanupCaller,
-) -> ApiResult<Json<CleanupDone>> {
+) -> ApiResult<RawJson<String>> {
     if let CleanupCaller::Admin(admin) = &caller {
         tracing::info!(admin = %admin.user.id, "cleanup requested over HTTP");
     }
@@ -76,9 +75,9 @@ async fn cleanup_sessions(
         CleanupOutcome::Skipped => 0,
     };
     metrics.cleanup_deleted.inc_by(deleted as u64);
-    Ok(Json(CleanupDone {
+    render(&CleanupDone {
         deleted_count: deleted,
-    }))
+    })
 }
 
 async fn existing_user(db: &Db, id: &str) -> ApiResult<User> {
@@ -104,14 +103,14 @@ async fn revoke_user_sessions(
     metrics: &State<Metrics>,
     admin: AdminUser,
     id: &str,
-) -> ApiResult<Json<Revoked>> {
+) -> ApiResult<RawJson<String>> {
     let user = existing_user(db, id).await?;
     let revoked = db
         .run(move |conn| Session::revoke_all(conn, &user.id, None))
         .await?;
     tracing::info!(admin = %admin.user.id, user = %id, revoked, "admin revoked a user's sessions");
     metrics.sessions_revoked.inc_by(revoked as u64);
-    Ok(Json(Revoked { revoked }))
+    render(&Revoked { revoked })
 }
 
 /// Removes a user's second factor (someone who lost both their authenticator and their

@@ -2,7 +2,6 @@
 
 use rocket::http::{CookieJar, Header, Status};
 use rocket::response::content::RawJson;
-use rocket::serde::json::Json;
 use rocket::{Route, State};
 use serde::{Deserialize, Serialize};
 
@@ -274,7 +273,7 @@ async fn refresh(
 #[derive(rocket::Responder)]
 enum PasswordChanged {
     Continued(Status),
-    Token(Json<NewToken>),
+    Token(RawJson<String>),
 }
 
 #[derive(Deserialize)]
@@ -346,7 +345,7 @@ async fn change_password(
     sign_in.count_revoked(revoked);
     Ok(
         match deliver_token(auth, jar, current.via, &token, &session) {
-            Some(token) => PasswordChanged::Token(Json(NewToken { token })),
+            Some(token) => PasswordChanged::Token(render(&NewToken { token })?),
             None => PasswordChanged::Continued(Status::NoContent),
         },
     )

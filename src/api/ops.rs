@@ -6,9 +6,10 @@ use std::time::Instant;
 use diesel::RunQueryDsl;
 use rocket::http::Status;
 use rocket::response::content::RawJson;
-use rocket::serde::json::Json;
 use rocket::{Route, State};
 
+use crate::api::error::ApiResult;
+use crate::api::json::render;
 use crate::api::views::{DatabaseHealth, Health};
 use crate::db::Db;
 
@@ -18,7 +19,7 @@ pub fn health_routes() -> Vec<Route> {
 
 /// 200 when a pooled connection answers `SELECT 1` within the pool timeout, else 503.
 #[rocket::get("/health")]
-async fn health(db: &State<Db>) -> (Status, Json<Health>) {
+async fn health(db: &State<Db>) -> ApiResult<(Status, RawJson<String>)> {
     let started = Instant::now();
     let answered = db
         .run(|conn| diesel::sql_query("SELECT 1").execute(conn))
@@ -38,7 +39,7 @@ async fn health(db: &State<Db>) -> (Status, Json<Health>) {
                 database,
                 version,
             };
-            (Status::Ok, Json(health))
+            Ok((Status::Ok, render(&health)?))
         }
         Err(e) => {
             tracing::warn!(error = %e, "health check: database did not answer");
@@ -52,7 +53,7 @@ async fn health(db: &State<Db>) -> (Status, Json<Health>) {
                 database,
                 version,
             };
-            (Status::ServiceUnavailable, Json(health))
+            Ok((Status::ServiceUnavailable, render(&health)?))
         }
     }
 }

@@ -2,7 +2,6 @@
 
 use rocket::http::CookieJar;
 use rocket::response::content::RawJson;
-use rocket::serde::json::Json;
 use rocket::{Route, State};
 
 use crate::api::auth::SignedOut;
@@ -91,7 +90,7 @@ async fn revoke_other_sessions(
     metrics: &State<Metrics>,
     client: ClientInfo,
     current: CurrentSession,
-) -> ApiResult<Json<Revoked>> {
+) -> ApiResult<RawJson<String>> {
     let (user_id, keep) = (current.user.id.clone(), current.session.id.clone());
     let now = db.now();
     let revoked = db
@@ -111,7 +110,7 @@ async fn revoke_other_sessions(
         })
         .await?;
     metrics.sessions_revoked.inc_by(revoked as u64);
-    Ok(Json(Revoked { revoked }))
+    render(&Revoked { revoked })
 }
 
 /// Signs out everywhere, this device included.
@@ -152,7 +151,7 @@ async fn list_events(
     db: &State<Db>,
     current: CurrentSession,
     limit: Option<&str>,
-) -> ApiResult<Json<EventList>> {
+) -> ApiResult<RawJson<String>> {
     let limit = match limit {
         None => DEFAULT_EVENT_LIMIT,
         Some(text) => match text.trim().parse::<i64>() {
@@ -171,5 +170,5 @@ async fn list_events(
         .run(move |conn| SecurityEvent::list_for_user(conn, &user_id, limit))
         .await?;
     let events = events.into_iter().map(EventView::from).collect();
-    Ok(Json(EventList { events }))
+    render(&EventList { events })
 }
