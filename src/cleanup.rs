@@ -2,7 +2,7 @@
 //! go in short batches (each one statement on the `expires_at` index), then stale login
 //! counters and old security events; the run is recorded for `session-stats`. One cleanup
 //! runs at a time, on both backends: a run holds the `cleanup_lease` row, renewed with each
-//! batch, and no connection between its steps (see [`run_with`]).
+//! batch, and no connection between its steps (see `run_with`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

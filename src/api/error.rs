@@ -429,7 +429,6 @@ impl From<Refused> for ApiError {
             Refused::WrongConfirmationCode => ApiError::wrong_confirmation_code(),
             Refused::ReauthenticationRequired => ApiError::reauthentication_required(),
             Refused::SignInOver => ApiError::sign_in_over(),
-            Refused::AccountGone => ApiError::unauthenticated().clearing_cookie(),
             Refused::Db(e) => e.into(),
         }
     }

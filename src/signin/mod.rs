@@ -2,7 +2,7 @@
 //! provider, the second factor after a provider (and next a passkey, an email code, a legacy
 //! session) each call it to check the credential under its throttle, apply the account's rules
 //! (a verified address when required, the second factor), open the session and record the
-//! event. Confirming a signed-in user before a sensitive change is here too ([`confirm`]), and
+//! event. Confirming a signed-in user before a sensitive change is here too (`SignIn::confirm`), and
 //! every change of how an account signs in revokes through one place ([`CredentialChange`]).
 //!
 //! Routes stay thin: they read the request, call this service, and write its answer (a cookie,
@@ -30,7 +30,7 @@ use crate::metrics::{LoginOutcome, Metrics, SignInCounters};
 use crate::token::{Token, TokenHash};
 use crate::validation::Invalid;
 
-pub use confirm::{Confirmation, FRESH_SIGN_IN};
+pub use confirm::Confirmation;
 pub use credentials::CredentialChange;
 pub use password::{PasswordSignIn, Registration};
 
@@ -62,13 +62,11 @@ pub enum Refused {
     /// Confirming: the code is wrong, replayed or used up (403 `invalid_credentials`).
     WrongConfirmationCode,
     /// Confirming, for an account without a password: the session is older than
-    /// [`FRESH_SIGN_IN`] (403 `reauthentication_required`).
+    /// `confirm::FRESH_SIGN_IN` (403 `reauthentication_required`).
     ReauthenticationRequired,
     /// The provider sign-in waiting for its second factor is over (expired, used, or never
     /// there): 401 `invalid_token`.
     SignInOver,
-    /// The account went while this was under way: the caller is no longer signed in.
-    AccountGone,
     /// The database could not answer.
     Db(DbError),
 }
@@ -116,11 +114,6 @@ impl SignIn {
             ),
             counters: metrics.sign_in_counters(),
         }
-    }
-
-    /// The timeouts of the sessions it opens.
-    pub fn policy(&self) -> SessionPolicy {
-        self.policy
     }
 
     /// TOTP and recovery codes (`mfa_key`).
